@@ -1,0 +1,115 @@
+"""The town-hall agent, its instructions, and how its model is chosen.
+
+Model choice, from the settings:
+- OPENAI_BASE_URL set: any OpenAI-compatible server (Ollama, vLLM, LM Studio) via Chat Completions;
+- OPENAI_API_KEY set: the OpenAI Responses API;
+- neither: echo mode (echo_model.EchoModel), no key and no network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from agents import (
+    Agent,
+    Model,
+    ModelRetrySettings,
+    ModelSettings,
+    OpenAIChatCompletionsModel,
+    OpenAIResponsesModel,
+    Tool,
+    retry_policies,
+)
+from openai import AsyncOpenAI
+
+from app_context import AppContext
+from echo_model import ECHO_MODEL_NAME, EchoModel
+from settings import Settings
+
+AGENT_NAME = "Town Hall Assistant"
+
+INSTRUCTIONS = """\
+You are the digital town hall assistant of a city. You help residents with two things:
+
+1. Reporting incidents (a pothole, a broken streetlight, graffiti, noise, theft, flooding, ...).
+   Gather: what happened, where exactly, when it happened, who was involved (if anyone), and how
+   serious it is on a scale of 1 (minor) to 5 (dangerous).
+2. Giving feedback or suggestions about city services and places. Gather: the topic, a short
+   summary, and whether it is positive, neutral or negative.
+
+How you work:
+- Ask only for what is missing, one or two questions at a time; never invent details.
+- A name and contact are optional: ask once, and accept a refusal.
+- Before filing, repeat the key details in one short sentence and ask the resident to confirm.
+  If they have already given everything and clearly asked you to file it, file it directly.
+- After filing, give the resident the reference exactly as the tool returned it and say what
+  happens next.
+- Always answer in the language the resident writes in. Be brief, warm and factual.
+- For emergencies (fire, crime in progress, injuries) tell the resident to call the emergency
+  number first.
+"""
+
+# Model calls are retried by the Runner only while nothing has been streamed to the resident
+# yet (the SDK refuses to replay a stream that already emitted output), with backoff.
+_RETRY_POLICY = retry_policies.any(
+    retry_policies.provider_suggested(),
+    retry_policies.network_error(),
+    retry_policies.retry_after(),
+    retry_policies.http_status([408, 409, 429, 500, 502, 503, 504]),
+)
+
+ModelMode = Literal["openai", "compatible", "echo", "custom"]
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """The model the agent runs on, and the client to close at shutdown (if any)."""
+
+    model: Model
+    mode: ModelMode
+    name: str
+    client: AsyncOpenAI | None = None
+
+
+def choose_model(settings: Settings) -> ModelChoice:
+    """Pick the model path the settings ask for (see the module docstring)."""
+    api_key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+    if settings.openai_base_url:
+        # Local servers usually ignore the key, but the client insists on one.
+        client = AsyncOpenAI(base_url=settings.openai_base_url, api_key=api_key or "not-needed")
+        model: Model = OpenAIChatCompletionsModel(model=settings.model, openai_client=client)
+        return ModelChoice(model, "compatible", settings.model, client)
+    if api_key:
+        client = AsyncOpenAI(api_key=api_key)
+        model = OpenAIResponsesModel(model=settings.model, openai_client=client)
+        return ModelChoice(model, "openai", settings.model, client)
+    return ModelChoice(EchoModel(), "echo", ECHO_MODEL_NAME)
+
+
+def model_settings(settings: Settings) -> ModelSettings:
+    """Timeout and retry policy for every model call."""
+    return ModelSettings(
+        timeout=settings.model_timeout_seconds,
+        retry=ModelRetrySettings(
+            max_retries=settings.model_max_retries,
+            backoff={"initial_delay": 0.5, "max_delay": 8.0, "multiplier": 2.0, "jitter": True},
+            policy=_RETRY_POLICY,
+        ),
+    )
+
+
+def build_town_hall_agent(
+    model: Model,
+    settings: ModelSettings | None = None,
+    tools: Sequence[Tool] = (),
+) -> Agent[AppContext]:
+    """The agent residents talk to; `tools` are the function tools of tools.py."""
+    return Agent[AppContext](
+        name=AGENT_NAME,
+        instructions=INSTRUCTIONS,
+        model=model,
+        model_settings=settings or ModelSettings(),
+        tools=list(tools),
+    )

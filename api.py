@@ -1,0 +1,399 @@
+"""HTTP and SSE: the app factory, its routes and its lifespan.
+
+`api:app` is what uvicorn serves (`uv run uvicorn api:app --port 8000`); tests call
+`create_app(settings, model=...)` to build their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import tomllib
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+from agents import Model, Tool
+from fastapi import Depends, FastAPI, Request
+from fastapi import Path as PathParam
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from sse_starlette import EventSourceResponse
+from starlette.background import BackgroundTask
+
+import sse_frames
+from agents_def import ModelChoice, build_town_hall_agent, choose_model, model_settings
+from app_context import AppContext
+from errors import AppError, MessageTooLongError, error_body, install_error_handlers
+from logs import configure_logging, current_request
+from middleware import BodyLimitMiddleware, RequestLogMiddleware
+from schemas import (
+    SESSION_ID_PATTERN,
+    ChatReply,
+    ChatRequest,
+    Check,
+    ErrorBody,
+    Health,
+    ServiceInfo,
+    SessionDeleted,
+    SessionHistory,
+    SessionInfo,
+    SessionList,
+    ToolCall,
+)
+from sessions import Clock, Conversation, SessionRegistry, history_messages
+from settings import Settings
+from sse_frames import Frame, NamedEvent, TextDelta
+from turns import TurnRunner
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAME = "Digital Town Hall API"
+VERSION = tomllib.loads((Path(__file__).parent / "pyproject.toml").read_text())["project"][
+    "version"
+]
+MAX_BODY_BYTES = 64 * 1024
+ECHO_NOTICE = (
+    "Echo mode: no model is configured, so replies repeat your message word by word. "
+    "Set OPENAI_API_KEY (OpenAI) or OPENAI_BASE_URL and MODEL (an OpenAI-compatible server) "
+    "and restart to talk to a real model."
+)
+ENDPOINTS = {
+    "chat": "POST /chat",
+    "sessions": "GET /sessions",
+    "session": "GET|DELETE /sessions/{session_id}",
+    "health": "GET /health",
+    "docs": "GET /docs",
+}
+SessionIdPath = Annotated[str, PathParam(pattern=SESSION_ID_PATTERN)]
+
+
+@dataclass
+class Services:
+    """Everything the routes use, built once per app."""
+
+    settings: Settings
+    model: ModelChoice
+    registry: SessionRegistry
+    turns: TurnRunner
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    model: Model | None = None,
+    tools: Sequence[Tool] = (),
+    clock: Clock | None = None,
+) -> FastAPI:
+    """Build the app. `model` overrides the choice from settings (tests pass a ScriptedModel)."""
+    settings = settings or Settings.from_env()
+    configure_logging(settings.log_level)
+    choice = ModelChoice(model, "custom", type(model).__name__) if model else choose_model(settings)
+    agent = build_town_hall_agent(choice.model, model_settings(settings), tools)
+    services = Services(
+        settings=settings,
+        model=choice,
+        registry=SessionRegistry(
+            settings.max_sessions,
+            settings.session_ttl_seconds,
+            **({"clock": clock} if clock else {}),
+        ),
+        turns=TurnRunner(agent, tracing=settings.tracing_enabled, workflow_name=SERVICE_NAME),
+    )
+    app = FastAPI(
+        title=SERVICE_NAME,
+        version=VERSION,
+        description="Streams the city's town-hall assistant to chat clients as Server-Sent Events.",
+        lifespan=_lifespan,
+    )
+    app.state.services = services
+    install_error_handlers(app)
+    app.include_router(_routes())
+    app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=list(settings.cors_origins),
+        # Browsers refuse a wildcard origin with credentials; never offer both.
+        allow_credentials="*" not in settings.cors_origins,
+        allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+        allow_headers=["*"],
+        expose_headers=["X-Session-Id", "X-Request-Id"],
+    )
+    app.add_middleware(RequestLogMiddleware)
+    return app
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    services: Services = app.state.services
+    if services.model.mode == "echo":
+        logger.warning(ECHO_NOTICE)
+    logger.info(
+        "model: %s (%s); tracing %s",
+        services.model.name,
+        services.model.mode,
+        "on" if services.settings.tracing_enabled else "off",
+    )
+    sweeper = asyncio.create_task(_expire_sessions(services.registry))
+    try:
+        yield
+    finally:
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
+        if services.model.client is not None:
+            await services.model.client.close()
+
+
+async def _expire_sessions(registry: SessionRegistry) -> None:
+    """Idle sessions also expire on access; this bounds memory when no requests come."""
+    interval = min(60.0, max(1.0, registry.ttl_seconds / 2))
+    while True:
+        await asyncio.sleep(interval)
+        expired = registry.expire_idle()
+        if expired:
+            logger.info("expired %d idle sessions", expired)
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def _routes() -> Any:
+    from fastapi import APIRouter
+
+    router = APIRouter()
+    router.add_api_route("/", service_info, methods=["GET"], response_model=ServiceInfo)
+    router.add_api_route(
+        "/health",
+        health,
+        methods=["GET"],
+        response_model=Health,
+        responses={503: {"model": Health}},
+    )
+    router.add_api_route("/chat", chat, methods=["POST"], **_CHAT_DOCS)
+    router.add_api_route("/sessions", list_sessions, methods=["GET"], response_model=SessionList)
+    router.add_api_route(
+        "/sessions/{session_id}",
+        get_session,
+        methods=["GET"],
+        response_model=SessionHistory,
+        responses={404: {"model": ErrorBody}},
+    )
+    router.add_api_route(
+        "/sessions/{session_id}",
+        delete_session,
+        methods=["DELETE"],
+        response_model=SessionDeleted,
+        responses={404: {"model": ErrorBody}},
+    )
+    return router
+
+
+async def service_info(services: ServicesDep) -> ServiceInfo:
+    """What this service is, which model it runs, and where its endpoints are."""
+    return ServiceInfo(
+        status="ok",
+        service=SERVICE_NAME,
+        version=VERSION,
+        model=services.model.name,
+        model_mode=services.model.mode,
+        notice=ECHO_NOTICE if services.model.mode == "echo" else None,
+        endpoints=ENDPOINTS,
+    )
+
+
+async def health(services: ServicesDep) -> JSONResponse:
+    """Liveness and the state of each part; 503 when a required part is down."""
+    checks = {
+        "model": Check(
+            status="ok",
+            detail={"mode": services.model.mode, "name": services.model.name}
+            | ({"notice": ECHO_NOTICE} if services.model.mode == "echo" else {}),
+        ),
+        "sessions": Check(
+            status="ok",
+            detail={"active": len(services.registry), "max": services.registry.max_sessions},
+        ),
+    }
+    healthy = all(check.status != "down" for check in checks.values() if check.required)
+    body = Health(status="healthy" if healthy else "unhealthy", checks=checks)
+    return JSONResponse(body.model_dump(), status_code=200 if healthy else 503)
+
+
+async def chat(body: ChatRequest, services: ServicesDep) -> Any:
+    """Send a message; the reply streams back as Server-Sent Events (see the 200 response)."""
+    limit = services.settings.max_message_chars
+    if len(body.message) > limit:
+        raise MessageTooLongError(len(body.message), limit)
+    session_id = body.session_id or secrets.token_urlsafe(18)
+    conversation = services.registry.begin_turn(session_id)
+    tags = current_request.get()
+    if tags is not None:
+        tags.session_id = session_id
+    context = AppContext(session_id=session_id, request_id=tags.request_id if tags else "-")
+    turn = _Turn(services.registry, conversation)
+    frames = services.turns.stream(conversation, body.message, context)
+    if not body.stream:
+        return await _collect(frames, turn, session_id)
+    return EventSourceResponse(
+        _sse_body(frames, turn),
+        headers={"Cache-Control": "no-cache", "X-Session-Id": session_id},
+        sep="\n",
+        ping=services.settings.sse_ping_seconds,
+        # Also runs when the client left before the body started (the generator never ran).
+        background=BackgroundTask(turn.release_async),
+    )
+
+
+class _Turn:
+    """Releases a conversation's busy flag exactly once, however the response ends."""
+
+    def __init__(self, registry: SessionRegistry, conversation: Conversation) -> None:
+        self.registry = registry
+        self.conversation = conversation
+        self.completed = False
+        self._released = False
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self.registry.end_turn(self.conversation, completed=self.completed)
+
+    async def release_async(self) -> None:
+        self.release()
+
+    def observe(self, frame: Frame) -> None:
+        if isinstance(frame, NamedEvent) and frame.name == sse_frames.DONE:
+            self.completed = True
+
+
+async def _sse_body(frames: AsyncIterator[Frame], turn: _Turn) -> AsyncIterator[bytes]:
+    try:
+        yield sse_frames.encode_event(
+            sse_frames.SESSION, {"session_id": turn.conversation.session_id}
+        )
+        async for frame in frames:
+            turn.observe(frame)
+            chunk = sse_frames.encode(frame)
+            if chunk:
+                yield chunk
+        yield sse_frames.DONE_FRAME
+    finally:
+        turn.release()
+
+
+async def _collect(frames: AsyncIterator[Frame], turn: _Turn, session_id: str) -> JSONResponse:
+    calls: dict[str | None, ToolCall] = {}
+    try:
+        async for frame in frames:
+            turn.observe(frame)
+            if isinstance(frame, TextDelta):
+                continue
+            if frame.name == sse_frames.TOOL_CALL:
+                calls[frame.data["call_id"]] = ToolCall(**frame.data)
+            elif frame.name == sse_frames.TOOL_RESULT and frame.data["call_id"] in calls:
+                calls[frame.data["call_id"]].output = frame.data["output"]
+            elif frame.name == sse_frames.ERROR:
+                status = 409 if frame.data["code"] == "cancelled" else 502
+                body = error_body(frame.data["code"], frame.data["message"])
+                return JSONResponse(body | {"session_id": session_id}, status)
+            elif frame.name == sse_frames.DONE:
+                reply = ChatReply(
+                    session_id=session_id,
+                    reply=frame.data["reply"],
+                    tool_calls=list(calls.values()),
+                    usage=frame.data["usage"],
+                )
+                return JSONResponse(reply.model_dump(), headers={"X-Session-Id": session_id})
+    finally:
+        turn.release()
+    raise AppError("The turn ended without a reply.")
+
+
+async def list_sessions(services: ServicesDep) -> SessionList:
+    """Active conversations, least recently used first."""
+    sessions = [_session_info(c) for c in services.registry.list()]
+    return SessionList(sessions=sessions, count=len(sessions))
+
+
+async def get_session(session_id: SessionIdPath, services: ServicesDep) -> SessionHistory:
+    """One conversation and its history as role/content messages."""
+    conversation = services.registry.get(session_id)
+    items = await conversation.history.get_items()
+    info = _session_info(conversation).model_dump()
+    return SessionHistory.model_validate(info | {"messages": history_messages(items)})
+
+
+async def delete_session(session_id: SessionIdPath, services: ServicesDep) -> SessionDeleted:
+    """Stop the conversation's running turn, if any, then forget the conversation."""
+    conversation = services.registry.forget(session_id)
+    return SessionDeleted(session_id=session_id, deleted=True, cancelled_turn=conversation.busy)
+
+
+def _session_info(conversation: Conversation) -> SessionInfo:
+    return SessionInfo(
+        session_id=conversation.session_id,
+        created_at=_iso(conversation.created_at),
+        last_active=_iso(conversation.last_active),
+        turns=conversation.turns,
+        busy=conversation.busy,
+    )
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
+
+
+SSE_DESCRIPTION = """\
+A stream of Server-Sent Events (`text/event-stream`), lines ending in LF:
+
+| event | data | when |
+|---|---|---|
+| `session` | `{"session_id"}` | first, always |
+| *(none)* | reply text, one `data:` line per line of text | as the reply streams |
+| `tool_call` | `{"name", "arguments", "call_id"}` | the assistant calls a tool |
+| `tool_result` | `{"call_id", "output"}` | the tool answered |
+| `agent` | `{"name"}` | a handoff to another agent |
+| `error` | `{"code", "message"}` | the turn failed; the message is fit for a resident |
+| `done` | `{"reply", "usage"}` | the turn finished |
+| *(none)* | `[DONE]` | last, always, after `done` or `error` |
+
+A comment line (`: ping ...`) is sent every 15 s while the stream is open.
+With `"stream": false` the reply is one JSON object (`ChatReply`).
+"""
+
+SSE_EXAMPLE = (
+    'event: session\ndata: {"session_id":"test123"}\n\n'
+    "data: Hello\n\ndata: from\n\ndata: the\n\ndata: backend\n\n"
+    'event: done\ndata: {"reply":"Hello from the backend","usage":{"requests":1,'
+    '"input_tokens":4,"output_tokens":4,"total_tokens":8}}\n\n'
+    "data: [DONE]\n\n"
+)
+
+_CHAT_DOCS: dict[str, Any] = {
+    "response_class": EventSourceResponse,
+    "responses": {
+        200: {
+            "description": SSE_DESCRIPTION,
+            "content": {
+                "text/event-stream": {"schema": {"type": "string"}, "example": SSE_EXAMPLE},
+            },
+        },
+        409: {"model": ErrorBody, "description": "The session is answering another message."},
+        413: {"model": ErrorBody, "description": "Body over 64 KiB."},
+        415: {"model": ErrorBody, "description": "Content-Type is not application/json."},
+        422: {"model": ErrorBody, "description": "A field is missing or invalid."},
+    },
+}
+
+app = create_app()

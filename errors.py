@@ -1,0 +1,144 @@
+"""The errors this service models, and the one place that turns each kind into a response.
+
+Every error body has the same shape: `{"error": {"code": "...", "message": "..."}}`, where `code`
+is stable for programs and `message` is fit to show a person. Nothing from a traceback or a
+secret ever goes into either.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger(__name__)
+
+
+class AppError(Exception):
+    """Base for errors that map to one HTTP status and a stable code."""
+
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = headers
+
+
+class SessionNotFoundError(AppError):
+    status_code = 404
+    code = "session_not_found"
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"No session with id {session_id!r}.")
+
+
+class SessionBusyError(AppError):
+    status_code = 409
+    code = "session_busy"
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(
+            f"Session {session_id!r} is still answering a previous message; "
+            "wait for that reply to finish, then send again."
+        )
+
+
+class SessionCapacityError(AppError):
+    status_code = 503
+    code = "session_capacity"
+
+    def __init__(self, max_sessions: int) -> None:
+        super().__init__(
+            f"All {max_sessions} conversation slots are answering right now; try again shortly.",
+            headers={"Retry-After": "5"},
+        )
+
+
+class MessageTooLongError(AppError):
+    status_code = 422
+    code = "message_too_long"
+
+    def __init__(self, length: int, limit: int) -> None:
+        super().__init__(f"message is {length} characters long; the limit is {limit}.")
+
+
+class PayloadTooLargeError(AppError):
+    status_code = 413
+    code = "payload_too_large"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"Request body is larger than {limit} bytes.")
+
+
+def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, **extra}}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(AppError, _app_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)
+
+
+async def _app_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, AppError)
+    return JSONResponse(
+        error_body(error.code, error.message), error.status_code, headers=error.headers
+    )
+
+
+def _is_json(content_type: str | None) -> bool:
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    return media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    )
+
+
+async def _validation_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RequestValidationError)
+    problems = error.errors()
+    if request.method in {"POST", "PUT", "PATCH"} and not _is_json(
+        request.headers.get("content-type")
+    ):
+        return JSONResponse(
+            error_body("unsupported_media_type", "Content-Type must be application/json."), 415
+        )
+    if any(problem.get("type") == "json_invalid" for problem in problems):
+        reason = problems[0].get("ctx", {}).get("error", "not valid JSON")
+        return JSONResponse(
+            error_body("malformed_json", f"Request body is not valid JSON: {reason}."), 400
+        )
+    details = [
+        {"field": _field_name(problem["loc"]), "problem": problem["msg"]} for problem in problems
+    ]
+    message = "; ".join(f"{d['field']}: {d['problem']}" for d in details)
+    return JSONResponse(error_body("invalid_request", message, details=details), 422)
+
+
+def _field_name(loc: tuple[Any, ...]) -> str:
+    parts = [str(part) for part in loc if part not in {"body", "query", "path"}]
+    return ".".join(parts) or "body"
+
+
+async def _http_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, StarletteHTTPException)
+    code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
+        error.status_code, f"http_{error.status_code}"
+    )
+    return JSONResponse(
+        error_body(code, str(error.detail)), error.status_code, headers=error.headers
+    )
+
+
+async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:
+    logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
+    return JSONResponse(
+        error_body("internal_error", "Something went wrong on our side; please try again."), 500
+    )

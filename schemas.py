@@ -1,0 +1,124 @@
+"""Request and response bodies of the HTTP API (they also make the OpenAPI document)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_core import PydanticCustomError
+
+SESSION_ID_PATTERN = r"^[A-Za-z0-9_\-.:]{1,128}$"
+SESSION_ID_RULE = "1-128 characters of A-Z a-z 0-9 _ - . :"
+_SESSION_ID = re.compile(SESSION_ID_PATTERN)
+
+
+class ChatRequest(BaseModel):
+    """A resident's message. Unknown fields are ignored."""
+
+    message: str = Field(
+        description="What the resident wrote.", examples=["Hello from the backend"]
+    )
+    session_id: str | None = Field(
+        None,
+        description=f"Conversation to continue ({SESSION_ID_RULE}); omitted: a new one.",
+        examples=["test123"],
+    )
+    stream: bool = Field(True, description="false: one JSON reply instead of Server-Sent Events.")
+
+    @field_validator("message")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise PydanticCustomError("blank", "must not be blank")
+        return value
+
+    @field_validator("session_id")
+    @classmethod
+    def _valid_session_id(cls, value: str | None) -> str | None:
+        if value is not None and not _SESSION_ID.fullmatch(value):
+            raise PydanticCustomError("session_id", f"must be {SESSION_ID_RULE}")
+        return value
+
+
+class Usage(BaseModel):
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+
+
+class ToolCall(BaseModel):
+    name: str | None
+    arguments: Any
+    call_id: str | None
+    output: Any = None
+
+
+class ChatReply(BaseModel):
+    """The whole answer at once (`"stream": false`)."""
+
+    session_id: str
+    reply: Any
+    tool_calls: list[ToolCall]
+    usage: Usage
+
+
+class SessionInfo(BaseModel):
+    session_id: str
+    created_at: str = Field(description="ISO 8601, UTC.")
+    last_active: str = Field(description="ISO 8601, UTC.")
+    turns: int = Field(description="Completed turns (messages answered).")
+    busy: bool = Field(description="A turn is streaming right now.")
+
+
+class SessionList(BaseModel):
+    sessions: list[SessionInfo]
+    count: int
+
+
+class HistoryMessage(BaseModel):
+    role: Literal["user", "assistant", "tool", "system"]
+    content: str
+    name: str | None = Field(None, description="Tool name, for tool calls and results.")
+    call_id: str | None = None
+
+
+class SessionHistory(SessionInfo):
+    messages: list[HistoryMessage]
+
+
+class SessionDeleted(BaseModel):
+    session_id: str
+    deleted: bool
+    cancelled_turn: bool = Field(description="A running turn was stopped.")
+
+
+class ServiceInfo(BaseModel):
+    status: Literal["ok"]
+    service: str
+    version: str
+    model: str
+    model_mode: Literal["openai", "compatible", "echo", "custom"]
+    notice: str | None = None
+    endpoints: dict[str, str]
+
+
+class Check(BaseModel):
+    status: Literal["ok", "degraded", "down"]
+    required: bool = True
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class Health(BaseModel):
+    status: Literal["healthy", "unhealthy"]
+    checks: dict[str, Check]
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail

@@ -1,0 +1,113 @@
+"""Typed settings, read once from the environment and `.env`.
+
+Every setting is an upper-case environment variable with the same name as its field. Invalid
+values fail at start-up with a message that names the variable; secrets never appear in it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from dotenv import dotenv_values
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+DEFAULT_CORS_ORIGINS = ("http://localhost:3000", "http://127.0.0.1:3000")
+
+
+class SettingsError(ValueError):
+    """A setting is missing or invalid; the message names the variable."""
+
+
+class Settings(BaseModel):
+    """Everything the server reads from its environment."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = None
+    model: str = "gpt-4.1-mini"
+    cors_origins: tuple[str, ...] = DEFAULT_CORS_ORIGINS
+    max_message_chars: int = Field(4000, ge=1, le=100_000)
+    max_sessions: int = Field(10_000, ge=1)
+    session_ttl_seconds: float = Field(3600, gt=0)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    tracing: Literal["auto", "off"] = "auto"
+    model_timeout_seconds: float = Field(120, gt=0)
+    model_max_retries: int = Field(3, ge=0, le=10)
+    sse_ping_seconds: float = Field(15, gt=0)
+
+    @field_validator("openai_api_key", "openai_base_url", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("openai_base_url")
+    @classmethod
+    def _base_url_is_http(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(origin.strip() for origin in value.split(",") if origin.strip())
+        return value
+
+    @field_validator("log_level", "tracing", mode="before")
+    @classmethod
+    def _normalise_case(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        return value.strip().upper() if value.strip().upper() in _LOG_LEVELS else value.lower()
+
+    @property
+    def model_mode(self) -> Literal["openai", "compatible", "echo"]:
+        """Which model path the settings select (see agents_def.choose_model)."""
+        if self.openai_base_url:
+            return "compatible"
+        if self.openai_api_key:
+            return "openai"
+        return "echo"
+
+    @property
+    def tracing_enabled(self) -> bool:
+        """Traces go to OpenAI only with a real OpenAI key, and never when TRACING=off."""
+        return self.tracing == "auto" and self.model_mode == "openai"
+
+    @classmethod
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        env_file: str | Path | None = ".env",
+    ) -> Settings:
+        """Read settings: the process environment wins over the `.env` file."""
+        values: dict[str, str | None] = {}
+        if env_file is not None and Path(env_file).is_file():
+            values.update(dotenv_values(env_file))
+        values.update(os.environ if environ is None else environ)
+        fields = {
+            name: value
+            for name in cls.model_fields
+            if (value := values.get(name.upper())) is not None
+        }
+        try:
+            return cls.model_validate(fields)
+        except ValidationError as error:
+            raise SettingsError(_describe(error)) from None
+
+
+_LOG_LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
+
+
+def _describe(error: ValidationError) -> str:
+    """Name each bad variable and what is wrong, without echoing its value (it may be secret)."""
+    problems = []
+    for detail in error.errors(include_input=False, include_url=False):
+        variable = str(detail["loc"][0]).upper() if detail["loc"] else "settings"
+        problems.append(f"{variable}: {detail['msg']}")
+    return "invalid settings: " + "; ".join(problems)

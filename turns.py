@@ -1,0 +1,198 @@
+"""One turn of a conversation: run the agent on a message and turn SDK events into frames.
+
+This is the only place that knows the Agents SDK's stream events; the HTTP layer sees frames
+(sse_frames.Frame) and nothing else. Failures become an `error` frame whose message is fit for a
+resident; the traceback goes to the log with the session id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import openai
+from agents import (
+    Agent,
+    AgentUpdatedStreamEvent,
+    MaxTurnsExceeded,
+    RawResponsesStreamEvent,
+    RunConfig,
+    RunItemStreamEvent,
+    Runner,
+)
+from agents.exceptions import ModelTimeoutError
+from pydantic_core import to_jsonable_python
+
+import sse_frames
+from app_context import AppContext
+from sessions import Conversation
+from sse_frames import Frame, NamedEvent, TextDelta
+
+logger = logging.getLogger(__name__)
+
+MAX_AGENT_TURNS = 10
+
+
+@dataclass(frozen=True)
+class TurnFailure:
+    code: str
+    message: str
+
+
+CANCELLED = TurnFailure("cancelled", "This conversation was closed while the answer was running.")
+
+
+def describe_failure(error: BaseException) -> TurnFailure:
+    """What to tell the resident about a failed turn (never the exception text itself)."""
+    if isinstance(error, openai.RateLimitError):
+        return TurnFailure(
+            "model_rate_limited", "The assistant is very busy right now. Please try again shortly."
+        )
+    if isinstance(error, openai.APITimeoutError | ModelTimeoutError | TimeoutError):
+        return TurnFailure(
+            "model_timeout", "The assistant took too long to answer. Please try again."
+        )
+    if isinstance(error, openai.APIConnectionError | openai.InternalServerError):
+        return TurnFailure(
+            "model_unavailable", "The assistant is unavailable right now. Please try again soon."
+        )
+    if isinstance(error, MaxTurnsExceeded):
+        return TurnFailure(
+            "max_turns", "That request needed too many steps. Please try again more simply."
+        )
+    return TurnFailure(
+        "model_error", "Sorry, something went wrong while answering. Please try again."
+    )
+
+
+class TurnRunner:
+    """Runs the town-hall agent for one message of one conversation."""
+
+    def __init__(self, agent: Agent[AppContext], *, tracing: bool, workflow_name: str) -> None:
+        self.agent = agent
+        self.tracing = tracing
+        self.workflow_name = workflow_name
+
+    def _run_config(self, session_id: str) -> RunConfig:
+        return RunConfig(
+            tracing_disabled=not self.tracing,
+            workflow_name=self.workflow_name,
+            group_id=session_id,
+            trace_metadata={"session_id": session_id},
+        )
+
+    async def stream(
+        self, conversation: Conversation, message: str, context: AppContext
+    ) -> AsyncIterator[Frame]:
+        """Frames for one turn: text, tool calls and results, then `done` or `error`.
+
+        The caller owns the conversation's busy flag; if the caller stops iterating (the client
+        went away) the run is cancelled at once, so no more model tokens are pulled.
+        """
+        result = Runner.run_streamed(
+            self.agent,
+            message,
+            context=context,
+            max_turns=MAX_AGENT_TURNS,
+            run_config=self._run_config(conversation.session_id),
+            session=conversation.history,
+        )
+        cancelled = asyncio.Event()
+
+        def cancel() -> None:
+            cancelled.set()
+            result.cancel()
+
+        conversation.cancel_turn = cancel
+        agents_seen = 0
+        try:
+            async for event in result.stream_events():
+                if isinstance(event, AgentUpdatedStreamEvent):
+                    agents_seen += 1
+                    if agents_seen > 1:  # the first one is the starting agent, not a handoff
+                        yield NamedEvent(sse_frames.AGENT, {"name": event.new_agent.name})
+                    continue
+                frame = _frame_for(event)
+                if frame is not None:
+                    yield frame
+        except Exception as error:
+            logger.error("turn failed: %s", type(error).__name__, exc_info=error)
+            failure = describe_failure(error)
+            yield NamedEvent(sse_frames.ERROR, {"code": failure.code, "message": failure.message})
+            return
+        finally:
+            if not result.is_complete:
+                result.cancel()
+        if cancelled.is_set():
+            yield NamedEvent(
+                sse_frames.ERROR, {"code": CANCELLED.code, "message": CANCELLED.message}
+            )
+            return
+        yield NamedEvent(sse_frames.DONE, _done_payload(result.final_output, result))
+
+
+def _frame_for(event: Any) -> Frame | None:
+    if isinstance(event, RawResponsesStreamEvent):
+        if event.data.type == "response.output_text.delta":
+            return TextDelta(event.data.delta)
+        return None
+    if not isinstance(event, RunItemStreamEvent):
+        return None
+    if event.name == "tool_called":
+        raw = event.item.raw_item
+        return NamedEvent(
+            sse_frames.TOOL_CALL,
+            {
+                "name": getattr(raw, "name", None) or _get(raw, "name"),
+                "arguments": _parse_arguments(
+                    getattr(raw, "arguments", None) or _get(raw, "arguments")
+                ),
+                "call_id": getattr(event.item, "call_id", None),
+            },
+        )
+    if event.name == "tool_output":
+        return NamedEvent(
+            sse_frames.TOOL_RESULT,
+            {
+                "call_id": getattr(event.item, "call_id", None),
+                "output": _jsonable(event.item.output),
+            },
+        )
+    return None
+
+
+def _get(raw: Any, key: str) -> Any:
+    return raw.get(key) if isinstance(raw, dict) else None
+
+
+def _parse_arguments(arguments: str | None) -> Any:
+    if not arguments:
+        return {}
+    try:
+        return json.loads(arguments)
+    except ValueError:
+        return arguments
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        return to_jsonable_python(value)
+    except Exception:  # an odd tool return type must not break the stream
+        return str(value)
+
+
+def _done_payload(final_output: Any, result: Any) -> dict[str, Any]:
+    usage = result.context_wrapper.usage
+    return {
+        "reply": final_output if isinstance(final_output, str) else _jsonable(final_output),
+        "usage": {
+            "requests": usage.requests,
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "total_tokens": usage.total_tokens,
+        },
+    }
