@@ -1,0 +1,118 @@
+"""The echo transcript from the README, byte for byte, through ASGI and through a real uvicorn process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from support import asgi_client, free_port, make_settings, read_frames
+
+from api import create_app
+
+PROJECT = Path(__file__).resolve().parent.parent
+HELLO = {"message": "Hello from the backend", "session_id": "test123"}
+EXPECTED = (
+    b'event: session\ndata: {"session_id":"test123"}\n\n'
+    b"data: Hello\n\n"
+    b"data: from\n\n"
+    b"data: the\n\n"
+    b"data: backend\n\n"
+    b'event: done\ndata: {"reply":"Hello from the backend","usage":{"requests":1,'
+    b'"input_tokens":4,"output_tokens":4,"total_tokens":8}}\n\n'
+    b"data: [DONE]\n\n"
+)
+
+
+async def test_echo_transcript_through_asgi() -> None:
+    async with asgi_client(create_app(make_settings())) as client:
+        response = await client.post("/chat", json=HELLO)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert response.headers["cache-control"] == "no-cache"
+    assert response.headers["x-accel-buffering"] == "no"
+    assert response.headers["x-session-id"] == "test123"
+    assert response.content == EXPECTED
+
+
+@pytest.fixture(scope="module")
+def uvicorn_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`uvicorn api:app` as its own process, on the embedded defaults (no key, no services)."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "SUPABASE_"))}
+    env |= {"TRACING": "off", "DATABASE_URL": ""}
+    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    log = log_path.open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "api:app", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=PROJECT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(base_url, process, log_path)
+        yield base_url
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+        log.close()
+
+
+def _wait_healthy(
+    base_url: str, process: subprocess.Popen[bytes], log_path: Path, timeout: float = 30
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited: {log_path.read_text()}")
+        try:
+            if httpx.get(f"{base_url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise AssertionError("server did not become healthy")
+
+
+async def test_echo_transcript_through_uvicorn_process(uvicorn_process: str) -> None:
+    async with httpx.AsyncClient(base_url=uvicorn_process, timeout=10) as client:
+        async with client.stream("POST", "/chat", json=HELLO | {"session_id": "proc1"}) as response:
+            body = await response.aread()
+    assert response.status_code == 200
+    assert body == EXPECTED.replace(b"test123", b"proc1")
+
+
+async def test_echo_transcript_parses_with_a_real_sse_parser(uvicorn_process: str) -> None:
+    async with httpx.AsyncClient(base_url=uvicorn_process, timeout=10) as client:
+        async with client.stream("POST", "/chat", json=HELLO | {"session_id": "proc2"}) as response:
+            frames = await read_frames(response)
+    assert [(f.event, f.data) for f in frames] == [
+        ("session", '{"session_id":"proc2"}'),
+        ("message", "Hello"),
+        ("message", "from"),
+        ("message", "the"),
+        ("message", "backend"),
+        ("done", frames[5].data),
+        ("message", "[DONE]"),
+    ]
+    assert frames[5].json()["reply"] == "Hello from the backend"
+
+
+async def test_service_info_and_health_say_echo_mode(uvicorn_process: str) -> None:
+    async with httpx.AsyncClient(base_url=uvicorn_process, timeout=10) as client:
+        info = (await client.get("/")).json()
+        health = await client.get("/health")
+    assert info["status"] == "ok"
+    assert info["service"] == "Digital Town Hall API"
+    assert info["model"] == "echo"
+    assert "OPENAI_API_KEY" in info["notice"]
+    assert set(info["endpoints"]) >= {"chat", "sessions", "health"}
+    assert health.status_code == 200
+    assert health.json()["status"] == "healthy"
+    assert health.json()["checks"]["model"]["detail"]["mode"] == "echo"

@@ -1,0 +1,68 @@
+"""Settings: typed, read once, and failing at start-up with the variable's name (never its value)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agents_def import choose_model
+from echo_model import EchoModel
+from settings import Settings, SettingsError
+
+
+def test_defaults_are_echo_mode_with_local_cors() -> None:
+    settings = Settings.from_env({}, env_file=None)
+    assert settings.model_mode == "echo"
+    assert settings.cors_origins == ("http://localhost:3000", "http://127.0.0.1:3000")
+    assert settings.max_message_chars == 4000
+    assert not settings.tracing_enabled
+    assert isinstance(choose_model(settings).model, EchoModel)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("MAX_MESSAGE_CHARS", "lots"),
+        ("MAX_SESSIONS", "0"),
+        ("SESSION_TTL_SECONDS", "-5"),
+        ("LOG_LEVEL", "LOUD"),
+        ("OPENAI_BASE_URL", "localhost:11434"),
+        ("TRACING", "sometimes"),
+    ],
+)
+def test_invalid_values_name_the_variable(variable: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=variable):
+        Settings.from_env({variable: value}, env_file=None)
+
+
+def test_error_never_echoes_a_value() -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"MAX_SESSIONS": "sk-secret-looking-value"}, env_file=None)
+    assert "sk-secret" not in str(caught.value)
+
+
+def test_environment_wins_over_dotenv(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        "MODEL=from-file\nMAX_SESSIONS=7\nCORS_ORIGINS=http://a.test, http://b.test\n"
+    )
+    settings = Settings.from_env({"MODEL": "from-env"}, env_file=env_file)
+    assert settings.model == "from-env"
+    assert settings.max_sessions == 7
+    assert settings.cors_origins == ("http://a.test", "http://b.test")
+
+
+def test_model_choice_follows_the_settings() -> None:
+    key_only = Settings.from_env({"OPENAI_API_KEY": "sk-test"}, env_file=None)
+    base_url = Settings.from_env(
+        {"OPENAI_BASE_URL": "http://127.0.0.1:11434/v1", "MODEL": "qwen2.5"}, env_file=None
+    )
+    assert (key_only.model_mode, key_only.tracing_enabled) == ("openai", True)
+    assert (base_url.model_mode, base_url.tracing_enabled) == ("compatible", False)
+    off = Settings.from_env({"OPENAI_API_KEY": "sk-test", "TRACING": "off"}, env_file=None)
+    assert not off.tracing_enabled
+    choice = choose_model(base_url)
+    assert (choice.mode, choice.name) == ("compatible", "qwen2.5")
+    assert choice.client is not None and str(choice.client.base_url).startswith("http://127.0.0.1")
+    assert "sk-test" not in repr(key_only)

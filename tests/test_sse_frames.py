@@ -1,0 +1,47 @@
+"""The SSE encoder: any text round-trips through a standard SSE parser."""
+
+from __future__ import annotations
+
+import pytest
+from httpx_sse._decoders import SSEDecoder, SSELineDecoder
+
+from sse_frames import DONE_FRAME, encode_event, encode_text
+
+
+def parse(stream: bytes) -> list[tuple[str, str]]:
+    """Feed bytes through httpx-sse's line and event decoders (a spec-following parser)."""
+    lines = SSELineDecoder()
+    decoder = SSEDecoder()
+    events = []
+    for line in lines.decode(stream.decode()) + lines.flush():
+        event = decoder.decode(line)
+        if event is not None:
+            events.append((event.event, event.data))
+    return events
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Hello", " leading space", "trailing ", "two\nlines", "\n", "a\n\nb", "[DONE]x", "é✓ 漢字"],
+)
+def test_text_round_trips(text: str) -> None:
+    assert parse(encode_text(text)) == [("message", text)]
+
+
+def test_carriage_returns_become_line_feeds() -> None:
+    assert parse(encode_text("a\r\nb\rc")) == [("message", "a\nb\nc")]
+
+
+def test_a_delta_that_reads_done_is_split_so_the_stream_does_not_end() -> None:
+    events = parse(encode_text("[DONE]"))
+    assert events == [("message", "[DONE"), ("message", "]")]
+
+
+def test_empty_delta_sends_nothing() -> None:
+    assert encode_text("") == b""
+
+
+def test_named_event_is_compact_json_on_one_line() -> None:
+    frame = encode_event("tool_call", {"name": "x", "arguments": {"text": "a\nb"}})
+    assert frame == b'event: tool_call\ndata: {"name":"x","arguments":{"text":"a\\nb"}}\n\n'
+    assert parse(DONE_FRAME) == [("message", "[DONE]")]
