@@ -1,4 +1,4 @@
-"""Shared test helpers: settings without the environment, ASGI and real-uvicorn clients, SSE parsing."""
+"""Shared test helpers: settings without the environment, ASGI and uvicorn clients, SSE."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ async def live_server(app: FastAPI) -> AsyncIterator[str]:
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.create_task(server.serve())
     try:
-        await wait_for(lambda: server.started, timeout=10)
+        await wait_for(lambda: server.started, limit=10)
         port = server.servers[0].sockets[0].getsockname()[1]
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -51,12 +51,12 @@ async def live_server(app: FastAPI) -> AsyncIterator[str]:
         await asyncio.wait_for(task, timeout=10)
 
 
-async def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+async def wait_for(condition: Callable[[], bool], limit: float = 5.0) -> None:
     """Poll an observable condition instead of sleeping for a guessed time."""
-    deadline = asyncio.get_running_loop().time() + timeout
+    deadline = asyncio.get_running_loop().time() + limit
     while not condition():
         if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
+            raise AssertionError(f"condition not met within {limit}s")
         await asyncio.sleep(0.01)
 
 

@@ -133,7 +133,7 @@ async def test_concurrent_message_on_a_busy_session_gets_409() -> None:
     app = scripted_app(model)
     async with live_server(app) as base_url, httpx.AsyncClient(base_url=base_url) as client:
         payload = {"message": "first", "session_id": "busy1"}
-        async with client.stream("POST", "/chat", json=payload) as first:
+        async with client.stream("POST", "/chat", json=payload):
             await asyncio.wait_for(stream.first_sent.wait(), 5)
             second = await client.post("/chat", json={"message": "second", "session_id": "busy1"})
             assert second.status_code == 409
@@ -162,9 +162,9 @@ async def test_client_disconnect_cancels_the_run_and_the_session_stays_usable() 
                 if received == 3:
                     break
         # The response is closed: the server must notice and stop pulling tokens within 1 s.
-        await wait_for(lambda: stream.closed, timeout=1.0)
+        await wait_for(lambda: stream.closed, limit=1.0)
         pulled = stream.sent
-        await wait_for(lambda: not registry.get("dc1").busy, timeout=1.0)
+        await wait_for(lambda: not registry.get("dc1").busy, limit=1.0)
         await asyncio.sleep(0.1)
         assert stream.sent == pulled < 1000
         next_turn = await client.post("/chat", json={"message": "hello?", "session_id": "dc1"})

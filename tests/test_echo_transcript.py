@@ -1,4 +1,4 @@
-"""The echo transcript from the README, byte for byte, through ASGI and through a real uvicorn process."""
+"""The README's echo transcript, byte for byte, through ASGI and a real uvicorn process."""
 
 from __future__ import annotations
 

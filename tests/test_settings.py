@@ -1,4 +1,4 @@
-"""Settings: typed, read once, and failing at start-up with the variable's name (never its value)."""
+"""Settings: typed, read once, failing at start-up with the variable's name (not its value)."""
 
 from __future__ import annotations
 
