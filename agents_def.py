@@ -27,6 +27,7 @@ from openai import AsyncOpenAI
 from app_context import AppContext
 from echo_model import ECHO_MODEL_NAME, EchoModel
 from settings import Settings
+from tools import TOWN_HALL_TOOLS
 
 AGENT_NAME = "Town Hall Assistant"
 
@@ -103,7 +104,7 @@ def model_settings(settings: Settings) -> ModelSettings:
 def build_town_hall_agent(
     model: Model,
     settings: ModelSettings | None = None,
-    tools: Sequence[Tool] = (),
+    tools: Sequence[Tool] = TOWN_HALL_TOOLS,
 ) -> Agent[AppContext]:
     """The agent residents talk to; `tools` are the function tools of tools.py."""
     return Agent[AppContext](

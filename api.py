@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from agents import Model, Tool
 from fastapi import Depends, FastAPI, Request
@@ -30,8 +30,11 @@ import sse_frames
 from agents_def import ModelChoice, build_town_hall_agent, choose_model, model_settings
 from app_context import AppContext
 from errors import AppError, MessageTooLongError, error_body, install_error_handlers
+from filing import RecordDesk
 from logs import configure_logging, current_request
 from middleware import BodyLimitMiddleware, RequestLogMiddleware
+from outbox import Outbox
+from record_store import RecordStore, choose_store
 from schemas import (
     SESSION_ID_PATTERN,
     ChatReply,
@@ -49,6 +52,7 @@ from schemas import (
 from sessions import Clock, Conversation, SessionRegistry, history_messages
 from settings import Settings
 from sse_frames import Frame, NamedEvent, TextDelta
+from tools import TOWN_HALL_TOOLS
 from turns import TurnRunner
 
 logger = logging.getLogger(__name__)
@@ -79,6 +83,7 @@ class Services:
 
     settings: Settings
     model: ModelChoice
+    desk: RecordDesk
     registry: SessionRegistry
     turns: TurnRunner
 
@@ -87,17 +92,29 @@ def create_app(
     settings: Settings | None = None,
     *,
     model: Model | None = None,
-    tools: Sequence[Tool] = (),
+    tools: Sequence[Tool] | None = None,
+    store: RecordStore | None = None,
     clock: Clock | None = None,
 ) -> FastAPI:
-    """Build the app. `model` overrides the choice from settings (tests pass a ScriptedModel)."""
+    """Build the app. `model` overrides the choice from settings (tests pass a ScriptedModel),
+    `tools` the town-hall tools, `store` the record store the settings name."""
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level)
     choice = ModelChoice(model, "custom", type(model).__name__) if model else choose_model(settings)
-    agent = build_town_hall_agent(choice.model, model_settings(settings), tools)
+    agent = build_town_hall_agent(
+        choice.model, model_settings(settings), TOWN_HALL_TOOLS if tools is None else tools
+    )
+    desk = RecordDesk(
+        store or choose_store(settings),
+        Outbox(settings.outbox_path),
+        write_timeout=settings.store_timeout_seconds,
+        retry_base=settings.outbox_retry_seconds,
+        retry_max=settings.outbox_retry_max_seconds,
+    )
     services = Services(
         settings=settings,
         model=choice,
+        desk=desk,
         registry=SessionRegistry(
             settings.max_sessions,
             settings.session_ttl_seconds,
@@ -139,6 +156,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         services.model.mode,
         "on" if services.settings.tracing_enabled else "off",
     )
+    await services.desk.open()
+    services.desk.start_sync()
+    logger.info(
+        "records: %s; outbox %s", services.desk.store.backend, services.settings.outbox_path
+    )
     sweeper = asyncio.create_task(_expire_sessions(services.registry))
     try:
         yield
@@ -146,6 +168,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sweeper
+        # Filings in flight get a few seconds to land (or reach the outbox) before we close.
+        await services.desk.close(drain_timeout=5.0)
         if services.model.client is not None:
             await services.model.client.close()
 
@@ -207,6 +231,7 @@ async def service_info(services: ServicesDep) -> ServiceInfo:
         version=VERSION,
         model=services.model.name,
         model_mode=services.model.mode,
+        records=services.desk.store.backend,
         notice=ECHO_NOTICE if services.model.mode == "echo" else None,
         endpoints=ENDPOINTS,
     )
@@ -224,10 +249,38 @@ async def health(services: ServicesDep) -> JSONResponse:
             status="ok",
             detail={"active": len(services.registry), "max": services.registry.max_sessions},
         ),
+        **await _record_checks(services.desk),
     }
-    healthy = all(check.status != "down" for check in checks.values() if check.required)
-    body = Health(status="healthy" if healthy else "unhealthy", checks=checks)
-    return JSONResponse(body.model_dump(), status_code=200 if healthy else 503)
+    status = _overall(checks)
+    body = Health(status=status, checks=checks)
+    return JSONResponse(body.model_dump(), status_code=503 if status == "unhealthy" else 200)
+
+
+async def _record_checks(desk: RecordDesk) -> dict[str, Check]:
+    """The store may be down without losing reports (they queue), so it is not required; the
+    outbox is what guarantees that, so it is."""
+    try:
+        state = await desk.health()
+    except Exception:
+        logger.exception("outbox health check failed")
+        return {"outbox": Check(status="down", detail={"error": "outbox unreadable"})}
+    store_status: Literal["ok", "down"] = "down" if state["store"] == "down" else "ok"
+    return {
+        "records": Check(
+            status=store_status,
+            required=False,
+            detail={"backend": state["backend"], "last_error": state["last_error"]},
+        ),
+        "outbox": Check(status="ok", detail={"depth": state["outbox_depth"]}),
+    }
+
+
+def _overall(checks: dict[str, Check]) -> Literal["healthy", "degraded", "unhealthy"]:
+    if any(c.status == "down" for c in checks.values() if c.required):
+        return "unhealthy"
+    if any(c.status == "down" for c in checks.values()):
+        return "degraded"
+    return "healthy"
 
 
 async def chat(body: ChatRequest, services: ServicesDep) -> Any:
@@ -240,7 +293,9 @@ async def chat(body: ChatRequest, services: ServicesDep) -> Any:
     tags = current_request.get()
     if tags is not None:
         tags.session_id = session_id
-    context = AppContext(session_id=session_id, request_id=tags.request_id if tags else "-")
+    context = AppContext(
+        session_id=session_id, request_id=tags.request_id if tags else "-", desk=services.desk
+    )
     turn = _Turn(services.registry, conversation)
     frames = services.turns.stream(conversation, body.message, context)
     if not body.stream:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from filing import RecordDesk
+
 
 @dataclass(frozen=True)
 class AppContext:
@@ -15,3 +17,4 @@ class AppContext:
 
     session_id: str
     request_id: str
+    desk: RecordDesk

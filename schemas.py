@@ -100,6 +100,7 @@ class ServiceInfo(BaseModel):
     version: str
     model: str
     model_mode: Literal["openai", "compatible", "echo", "custom"]
+    records: Literal["sqlite", "postgresql", "supabase"] | str
     notice: str | None = None
     endpoints: dict[str, str]
 
@@ -111,7 +112,7 @@ class Check(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["healthy", "unhealthy"]
+    status: Literal["healthy", "degraded", "unhealthy"]
     checks: dict[str, Check]
 
 

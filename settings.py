@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Literal
 
 from dotenv import dotenv_values
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 DEFAULT_CORS_ORIGINS = ("http://localhost:3000", "http://127.0.0.1:3000")
 
@@ -38,8 +46,21 @@ class Settings(BaseModel):
     model_timeout_seconds: float = Field(120, gt=0)
     model_max_retries: int = Field(3, ge=0, le=10)
     sse_ping_seconds: float = Field(15, gt=0)
+    database_url: str = "sqlite:///townhall.db"
+    supabase_url: str | None = None
+    supabase_service_key: SecretStr | None = None
+    outbox_path: str = "townhall-outbox.db"
+    store_timeout_seconds: float = Field(5, gt=0)
+    outbox_retry_seconds: float = Field(2, gt=0)
+    outbox_retry_max_seconds: float = Field(300, gt=0)
 
-    @field_validator("openai_api_key", "openai_base_url", mode="before")
+    @field_validator(
+        "openai_api_key",
+        "openai_base_url",
+        "supabase_url",
+        "supabase_service_key",
+        mode="before",
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -50,6 +71,34 @@ class Settings(BaseModel):
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _default_database(cls, value: object) -> object:
+        return "sqlite:///townhall.db" if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if value.startswith(("postgresql://", "postgres://")) or sqlite_path(value) is not None:
+            return value
+        raise ValueError("must be sqlite:///<path> or postgresql://...")
+
+    @model_validator(mode="after")
+    def _supabase_needs_both(self) -> Settings:
+        if bool(self.supabase_url) != bool(self.supabase_service_key):
+            missing = "SUPABASE_SERVICE_KEY" if self.supabase_url else "SUPABASE_URL"
+            raise ValueError(f"{missing} is required when the other Supabase setting is set")
+        return self
+
+    @property
+    def record_backend(self) -> Literal["supabase", "postgresql", "sqlite"]:
+        """Where records go: Supabase's API, PostgreSQL, or a SQLite file (the default)."""
+        if self.supabase_url:
+            return "supabase"
+        if self.database_url.startswith(("postgresql://", "postgres://")):
+            return "postgresql"
+        return "sqlite"
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -104,10 +153,18 @@ class Settings(BaseModel):
 _LOG_LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
 
 
+def sqlite_path(database_url: str) -> str | None:
+    """The file of a `sqlite:///relative.db` or `sqlite:////absolute.db` URL, else None."""
+    prefix = "sqlite:///"
+    if database_url.startswith(prefix) and len(database_url) > len(prefix):
+        return database_url[len(prefix) :]
+    return None
+
+
 def _describe(error: ValidationError) -> str:
     """Name each bad variable and what is wrong, without echoing its value (it may be secret)."""
     problems = []
     for detail in error.errors(include_input=False, include_url=False):
-        variable = str(detail["loc"][0]).upper() if detail["loc"] else "settings"
-        problems.append(f"{variable}: {detail['msg']}")
+        variable = str(detail["loc"][0]).upper() if detail["loc"] else "SUPABASE"
+        problems.append(f"{variable}: {detail['msg'].removeprefix('Value error, ')}")
     return "invalid settings: " + "; ".join(problems)

@@ -45,7 +45,17 @@ def uvicorn_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`uvicorn api:app` as its own process, on the embedded defaults (no key, no services)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "SUPABASE_"))}
-    env |= {"TRACING": "off", "DATABASE_URL": ""}
+    data = tmp_path_factory.mktemp("data")
+    env |= {
+        # Blank values win over a developer's .env: this must be echo mode.
+        "OPENAI_API_KEY": "",
+        "OPENAI_BASE_URL": "",
+        "SUPABASE_URL": "",
+        "SUPABASE_SERVICE_KEY": "",
+        "TRACING": "off",
+        "DATABASE_URL": f"sqlite:///{data}/townhall.db",
+        "OUTBOX_PATH": str(data / "outbox.db"),
+    }
     log_path = tmp_path_factory.mktemp("server") / "server.log"
     log = log_path.open("wb")
     process = subprocess.Popen(

@@ -1,0 +1,284 @@
+"""Where records are kept: SQLite (the default), PostgreSQL, or Supabase's API.
+
+Every store keeps the same contract, which tests/test_record_store.py runs against all three:
+- `insert_once(record)` writes the record unless one with the same reference or dedupe key is
+  already there, and returns the reference stored for that dedupe key. Retrying it after an
+  ambiguous failure never doubles a row.
+- `get(reference)` returns the record or None.
+- Any failure raises; the caller (filing.RecordDesk) decides what to do with the record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from records import RECORD_TYPES, Record, record_from_row, record_type_for
+from settings import Settings, sqlite_path
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_SQL = Path(__file__).with_name("schema.sql")
+
+
+class RecordStore(Protocol):
+    backend: str
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def insert_once(self, record: Record) -> str: ...
+    async def get(self, reference: str) -> Record | None: ...
+    async def ping(self) -> None: ...
+
+
+def _insert_sql(record_type: type[Record], placeholder: Callable[[int], str]) -> str:
+    columns = record_type.columns()
+    values = ", ".join(placeholder(i) for i in range(1, len(columns) + 1))
+    # ON CONFLICT DO NOTHING covers the unique reference and dedupe_key only; a row that breaks
+    # a CHECK or NOT NULL still fails loudly (unlike SQLite's INSERT OR IGNORE).
+    return (
+        f"INSERT INTO {record_type.table} ({', '.join(columns)}) VALUES ({values}) "
+        "ON CONFLICT DO NOTHING"
+    )
+
+
+SQLITE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS incidents (
+    reference TEXT PRIMARY KEY, session_id TEXT NOT NULL, dedupe_key TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'received',
+    category TEXT NOT NULL, description TEXT NOT NULL, location TEXT NOT NULL,
+    severity INTEGER NOT NULL CHECK (severity BETWEEN 1 AND 5),
+    occurred_at TEXT, people_involved TEXT, reporter_name TEXT, reporter_contact TEXT
+);
+CREATE TABLE IF NOT EXISTS feedback (
+    reference TEXT PRIMARY KEY, session_id TEXT NOT NULL, dedupe_key TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'received',
+    topic TEXT NOT NULL, summary TEXT NOT NULL,
+    sentiment TEXT NOT NULL CHECK (sentiment IN ('positive', 'neutral', 'negative')),
+    location TEXT, name TEXT
+);
+CREATE INDEX IF NOT EXISTS incidents_session_idx ON incidents (session_id);
+CREATE INDEX IF NOT EXISTS feedback_session_idx ON feedback (session_id);
+"""
+
+
+class SQLiteRecordStore:
+    """A SQLite file. One connection, used from worker threads one at a time (the lock)."""
+
+    backend = "sqlite"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+
+    async def open(self) -> None:
+        await asyncio.to_thread(self._open)
+
+    def _open(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        conn.executescript(SQLITE_SCHEMA)
+        self._conn = conn
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await asyncio.to_thread(self._conn.close)
+            self._conn = None
+
+    async def insert_once(self, record: Record) -> str:
+        return await asyncio.to_thread(self._insert_once, record)
+
+    def _insert_once(self, record: Record) -> str:
+        row = record.row()
+        with self._lock:
+            conn = self._connection()
+            conn.execute(_insert_sql(type(record), lambda _: "?"), list(row.values()))
+            stored = conn.execute(
+                f"SELECT reference FROM {record.table} WHERE dedupe_key = ?", (record.dedupe_key,)
+            ).fetchone()
+        return str(stored["reference"])
+
+    async def get(self, reference: str) -> Record | None:
+        return await asyncio.to_thread(self._get, reference)
+
+    def _get(self, reference: str) -> Record | None:
+        record_type = record_type_for(reference)
+        if record_type is None:
+            return None
+        with self._lock:
+            row = (
+                self._connection()
+                .execute(f"SELECT * FROM {record_type.table} WHERE reference = ?", (reference,))
+                .fetchone()
+            )
+        return record_from_row(record_type, dict(row)) if row else None
+
+    async def ping(self) -> None:
+        await asyncio.to_thread(self._ping)
+
+    def _ping(self) -> None:
+        with self._lock:
+            self._connection().execute("SELECT 1").fetchone()
+
+    def count(self, table: str) -> int:
+        """Rows in a table (for tests and benchmarks)."""
+        with self._lock:
+            return int(self._connection().execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError("SQLiteRecordStore is not open")
+        return self._conn
+
+
+class PostgresRecordStore:
+    """PostgreSQL through asyncpg; also a Supabase project's connection string or pooler.
+
+    Statements are not cached: a transaction-mode pooler (Supavisor, PgBouncer) hands each
+    transaction to any server connection, where a prepared statement may not exist.
+    """
+
+    backend = "postgresql"
+
+    def __init__(self, dsn: str, *, timeout: float = 5.0) -> None:
+        self.dsn = dsn
+        self.timeout = timeout
+        self._pool: Any = None
+        self._schema_ready = False
+
+    async def open(self) -> None:
+        import asyncpg
+
+        # min_size=0: no connection at start-up, so the server starts while the database is
+        # down (records then go to the outbox) and connects when it comes back.
+        self._pool = asyncpg.create_pool(
+            self.dsn,
+            min_size=0,
+            max_size=5,
+            statement_cache_size=0,
+            command_timeout=self.timeout,
+            timeout=self.timeout,
+        )
+        await self._pool
+        try:
+            await self._ensure_schema()
+        except Exception as error:  # the database may be down now; retried on first use
+            logger.warning("PostgreSQL not reachable at start-up: %s", type(error).__name__)
+
+    async def _ensure_schema(self) -> None:
+        if not self._schema_ready:
+            async with self._pool.acquire() as conn:
+                await conn.execute(SCHEMA_SQL.read_text())
+            self._schema_ready = True
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+
+    async def insert_once(self, record: Record) -> str:
+        await self._ensure_schema()
+        row = record.model_dump(by_alias=True)
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(_insert_sql(type(record), lambda i: f"${i}"), *row.values())
+            stored = await conn.fetchval(
+                f"SELECT reference FROM {record.table} WHERE dedupe_key = $1", record.dedupe_key
+            )
+        return str(stored)
+
+    async def get(self, reference: str) -> Record | None:
+        record_type = record_type_for(reference)
+        if record_type is None:
+            return None
+        await self._ensure_schema()
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(
+                f"SELECT * FROM {record_type.table} WHERE reference = $1", reference
+            )
+        return record_from_row(record_type, dict(row)) if row else None
+
+    async def ping(self) -> None:
+        async with self._pool.acquire() as conn:
+            await conn.fetchval("SELECT 1")
+
+
+class SupabaseRecordStore:
+    """Supabase's PostgREST API through the `supabase` async client, with the service key."""
+
+    backend = "supabase"
+
+    def __init__(self, url: str, service_key: str, *, timeout: float = 5.0) -> None:
+        self.url = url
+        self._key = service_key
+        self.timeout = timeout
+        self._client: Any = None
+
+    async def open(self) -> None:
+        from supabase import AsyncClientOptions, acreate_client
+
+        options = AsyncClientOptions(
+            postgrest_client_timeout=self.timeout,
+            # Our outbox retries with backoff; the client's own GET retries would only stall.
+            postgrest_client_retry=False,
+            auto_refresh_token=False,
+            persist_session=False,
+        )
+        self._client = await acreate_client(self.url, self._key, options=options)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.postgrest.aclose()
+
+    async def insert_once(self, record: Record) -> str:
+        table = self._client.table(record.table)
+        await table.upsert(
+            record.row(), on_conflict="dedupe_key", ignore_duplicates=True, returning="minimal"
+        ).execute()
+        found = (
+            await self._client.table(record.table)
+            .select("reference")
+            .eq("dedupe_key", record.dedupe_key)
+            .limit(1)
+            .execute()
+        )
+        return str(found.data[0]["reference"])
+
+    async def get(self, reference: str) -> Record | None:
+        record_type = record_type_for(reference)
+        if record_type is None:
+            return None
+        found = (
+            await self._client.table(record_type.table)
+            .select("*")
+            .eq("reference", reference)
+            .limit(1)
+            .execute()
+        )
+        return record_from_row(record_type, found.data[0]) if found.data else None
+
+    async def ping(self) -> None:
+        table = next(iter(RECORD_TYPES.values())).table
+        await self._client.table(table).select("reference").limit(1).execute()
+
+
+def choose_store(settings: Settings) -> RecordStore:
+    """The store the settings name (see Settings.record_backend)."""
+    timeout = settings.store_timeout_seconds
+    if settings.record_backend == "supabase":
+        assert settings.supabase_url and settings.supabase_service_key
+        key = settings.supabase_service_key.get_secret_value()
+        return SupabaseRecordStore(settings.supabase_url, key, timeout=timeout)
+    if settings.record_backend == "postgresql":
+        return PostgresRecordStore(settings.database_url, timeout=timeout)
+    path = sqlite_path(settings.database_url)
+    assert path is not None
+    return SQLiteRecordStore(path)

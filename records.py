@@ -1,0 +1,144 @@
+"""The records the town hall keeps: incident reports and feedback.
+
+A record carries its reference (`INC-7K2QF9`, `FB-...`), the session it came from, when it was
+made, its status, and a dedupe key: the same report (same session, kind and fields) always gets
+the same key, and every store keeps the key unique, so a retried or doubled tool call returns the
+first reference instead of writing a second row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# No 0/O, 1/I/L, so a reference read out over the phone is unambiguous; 31^6 ≈ 8.9e8 per prefix.
+REFERENCE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
+REFERENCE_LENGTH = 6
+
+IncidentCategory = Literal[
+    "pothole",
+    "streetlight",
+    "graffiti",
+    "noise",
+    "theft",
+    "flooding",
+    "waste",
+    "traffic",
+    "vandalism",
+    "other",
+]
+Sentiment = Literal["positive", "neutral", "negative"]
+RECEIVED = "received"
+
+
+def new_reference(prefix: str) -> str:
+    suffix = "".join(secrets.choice(REFERENCE_ALPHABET) for _ in range(REFERENCE_LENGTH))
+    return f"{prefix}-{suffix}"
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Record(BaseModel):
+    """Fields every record has; subclasses add their own and name their table."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: ClassVar[str]
+    table: ClassVar[str]
+    prefix: ClassVar[str]
+
+    reference: str
+    session_id: str
+    dedupe_key: str
+    created_at: datetime = Field(default_factory=_utcnow)
+    status: str = RECEIVED
+
+    @classmethod
+    def create(cls, session_id: str, **fields: Any) -> Record:
+        """A new record with a fresh reference and the dedupe key of its content."""
+        return cls(
+            reference=new_reference(cls.prefix),
+            session_id=session_id,
+            dedupe_key=dedupe_key(cls.kind, session_id, fields),
+            **fields,
+        )
+
+    @classmethod
+    def columns(cls) -> list[str]:
+        return list(cls.model_fields)
+
+    def row(self) -> dict[str, Any]:
+        """The record as a table row (JSON-safe values)."""
+        return self.model_dump(mode="json")
+
+    def summary(self) -> str:
+        raise NotImplementedError
+
+
+class Incident(Record):
+    kind: ClassVar[str] = "incident"
+    table: ClassVar[str] = "incidents"
+    prefix: ClassVar[str] = "INC"
+
+    category: IncidentCategory
+    description: str
+    location: str
+    severity: int = Field(ge=1, le=5)
+    occurred_at: str | None = None
+    people_involved: str | None = None
+    reporter_name: str | None = None
+    reporter_contact: str | None = None
+
+    def summary(self) -> str:
+        return f"{self.category} at {self.location} (severity {self.severity}): {self.description}"
+
+
+class Feedback(Record):
+    kind: ClassVar[str] = "feedback"
+    table: ClassVar[str] = "feedback"
+    prefix: ClassVar[str] = "FB"
+
+    topic: str
+    summary_text: str = Field(alias="summary")
+    sentiment: Sentiment
+    location: str | None = None
+    name: str | None = None
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    @classmethod
+    def columns(cls) -> list[str]:
+        return [field.alias or name for name, field in cls.model_fields.items()]
+
+    def row(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+    def summary(self) -> str:
+        return f"{self.sentiment} feedback on {self.topic}: {self.summary_text}"
+
+
+RECORD_TYPES: dict[str, type[Record]] = {"incident": Incident, "feedback": Feedback}
+TABLES: dict[str, type[Record]] = {cls.table: cls for cls in RECORD_TYPES.values()}
+
+
+def record_type_for(reference: str) -> type[Record] | None:
+    prefix = reference.split("-", 1)[0].upper()
+    return next((cls for cls in RECORD_TYPES.values() if cls.prefix == prefix), None)
+
+
+def dedupe_key(kind: str, session_id: str, fields: dict[str, Any]) -> str:
+    """Same session, kind and fields: same key. Whitespace at the ends does not count."""
+    normalised = {k: v.strip() if isinstance(v, str) else v for k, v in sorted(fields.items())}
+    canonical = json.dumps([kind, session_id, normalised], ensure_ascii=False, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def record_from_row(record_type: type[Record], row: dict[str, Any]) -> Record:
+    return record_type.model_validate(dict(row))

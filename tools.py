@@ -1,0 +1,214 @@
+"""The town-hall agent's function tools: file incident reports and feedback, look up a report.
+
+Their docstrings are the model's API: each argument's description is what the model reads.
+Failure policy (decided on purpose, see tool_failure_message): invalid arguments go back to the
+model as a message it can act on; any other failure is logged with its traceback and the model
+is told plainly that nothing was filed.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Literal
+
+from agents import RunContextWrapper, function_tool
+from agents.exceptions import ModelBehaviorError
+from pydantic import BaseModel, Field, ValidationError
+
+from app_context import AppContext
+from filing import Filing, RecordsUnavailableError
+from records import Feedback, Incident, IncidentCategory, Record, Sentiment
+
+logger = logging.getLogger(__name__)
+
+INCIDENT_NEXT_STEPS = (
+    "The city's operations team reviews new incident reports within 2 working days, and "
+    "severity 4-5 reports the same day. The resident can ask for the status with the reference."
+)
+FEEDBACK_NEXT_STEPS = (
+    "The feedback goes to the department responsible and is part of the city's monthly review. "
+    "The resident can ask for its status with the reference."
+)
+
+ShortText = Annotated[str, Field(min_length=1, max_length=200)]
+LongText = Annotated[str, Field(min_length=3, max_length=4000)]
+OptionalText = Annotated[str | None, Field(max_length=500)]
+
+
+class FilingReceipt(BaseModel):
+    """What a filing tool returns: the model reads it as JSON."""
+
+    reference: str
+    kind: Literal["incident", "feedback"]
+    status: str
+    saved: Literal["stored", "queued"]
+    duplicate: bool
+    next_steps: str
+    note: str
+
+
+class StatusAnswer(BaseModel):
+    found: bool
+    reference: str
+    kind: str | None = None
+    status: str | None = None
+    summary: str | None = None
+    created_at: str | None = None
+    note: str
+
+
+def tool_failure_message(ctx: RunContextWrapper[AppContext], error: Exception) -> str:
+    """What the model hears when a tool fails (the SDK's default hides the cause)."""
+    if isinstance(error, ModelBehaviorError) and str(error).startswith("Invalid JSON input"):
+        return (
+            f"The tool was not run: the arguments were invalid ({_problems(error)}). Correct them, "
+            "asking the resident for anything missing, and call the tool again."
+        )
+    session = ctx.context.session_id if ctx.context else "-"
+    logger.error("tool failed in session %s", session, exc_info=error)
+    return (
+        "The tool failed because of a technical problem and nothing was filed. Apologise to the "
+        "resident and ask them to try again in a few minutes."
+    )
+
+
+def _problems(error: Exception) -> str:
+    cause = error.__cause__
+    if isinstance(cause, ValidationError):
+        return "; ".join(
+            f"{'.'.join(str(p) for p in problem['loc'])}: {problem['msg']}"
+            for problem in cause.errors(include_url=False, include_input=False)
+        )
+    return "they were not a valid JSON object"
+
+
+def _receipt(record: Record, filing: Filing, next_steps: str) -> FilingReceipt:
+    if filing.duplicate:
+        note = f"This was already filed as {filing.reference}; no second report was created."
+    elif filing.queued:
+        note = (
+            f"Recorded as {filing.reference}. It is saved and will reach the city's system "
+            "automatically within minutes; the reference is already valid."
+        )
+    else:
+        note = f"Filed as {filing.reference}."
+    return FilingReceipt(
+        reference=filing.reference,
+        kind=record.kind,  # type: ignore[arg-type]
+        status=record.status,
+        saved="queued" if filing.queued else "stored",
+        duplicate=filing.duplicate,
+        next_steps=next_steps,
+        note=note,
+    )
+
+
+@function_tool(failure_error_function=tool_failure_message)
+async def report_incident(
+    ctx: RunContextWrapper[AppContext],
+    category: IncidentCategory,
+    description: LongText,
+    location: ShortText,
+    severity: Annotated[int, Field(ge=1, le=5)],
+    occurred_at: OptionalText = None,
+    people_involved: OptionalText = None,
+    reporter_name: OptionalText = None,
+    reporter_contact: OptionalText = None,
+) -> FilingReceipt:
+    """File an incident report with the city, after the resident has confirmed the details.
+
+    Args:
+        category: The kind of incident; use "other" when none fits.
+        description: What happened, in the resident's words, with any detail that helps crews.
+        location: Where exactly: street and number, crossing, landmark or station.
+        severity: How serious, from 1 (minor nuisance) to 5 (danger to people).
+        occurred_at: When it happened or was noticed, as the resident said it (null if unknown).
+        people_involved: Who was involved or affected, if anyone (null if nobody or unknown).
+        reporter_name: The resident's name, only if they gave it (null otherwise).
+        reporter_contact: A phone number or email for follow-up, only if given (null otherwise).
+    """
+    record = Incident.create(
+        ctx.context.session_id,
+        category=category,
+        description=description,
+        location=location,
+        severity=severity,
+        occurred_at=occurred_at,
+        people_involved=people_involved,
+        reporter_name=reporter_name,
+        reporter_contact=reporter_contact,
+    )
+    filing = await ctx.context.desk.file(record)
+    return _receipt(record, filing, INCIDENT_NEXT_STEPS)
+
+
+@function_tool(failure_error_function=tool_failure_message)
+async def submit_feedback(
+    ctx: RunContextWrapper[AppContext],
+    topic: ShortText,
+    summary: LongText,
+    sentiment: Sentiment,
+    location: OptionalText = None,
+    name: OptionalText = None,
+) -> FilingReceipt:
+    """Submit a resident's feedback or suggestion to the city, after they confirmed it.
+
+    Args:
+        topic: A short subject, e.g. "lockers at Ginza station" or "park opening hours".
+        summary: The feedback itself, faithful to what the resident said.
+        sentiment: "positive" (praise), "neutral" (suggestion or remark) or "negative" (complaint).
+        location: The place it is about, if any (null otherwise).
+        name: The resident's name, only if they gave it (null otherwise).
+    """
+    record = Feedback.create(
+        ctx.context.session_id,
+        topic=topic,
+        summary=summary,
+        sentiment=sentiment,
+        location=location,
+        name=name,
+    )
+    filing = await ctx.context.desk.file(record)
+    return _receipt(record, filing, FEEDBACK_NEXT_STEPS)
+
+
+@function_tool(failure_error_function=tool_failure_message)
+async def check_report_status(
+    ctx: RunContextWrapper[AppContext],
+    reference: Annotated[str, Field(min_length=3, max_length=32)],
+) -> StatusAnswer:
+    """Look up the status of a report or feedback filed earlier in this conversation.
+
+    Args:
+        reference: The reference the resident was given, e.g. "INC-7K2QF9" or "FB-3MZP8Q".
+    """
+    reference = reference.strip().upper()
+    try:
+        found = await ctx.context.desk.lookup(reference)
+    except RecordsUnavailableError:
+        return StatusAnswer(
+            found=False,
+            reference=reference,
+            note="The records system cannot be reached right now; ask the resident to try later.",
+        )
+    # Another conversation's report reads as unknown: a reference must not be guessable into
+    # someone else's details.
+    if found is None or found[0].session_id != ctx.context.session_id:
+        return StatusAnswer(
+            found=False,
+            reference=reference,
+            note="No report with this reference was filed in this conversation.",
+        )
+    record, queued = found
+    return StatusAnswer(
+        found=True,
+        reference=record.reference,
+        kind=record.kind,
+        status=record.status,
+        summary=record.summary(),
+        created_at=record.created_at.isoformat(timespec="seconds"),
+        note="Saved locally; it reaches the city's system within minutes." if queued else "",
+    )
+
+
+TOWN_HALL_TOOLS = [report_incident, submit_feedback, check_report_status]
