@@ -221,12 +221,15 @@ class SupabaseRecordStore:
         self._key = service_key
         self.timeout = timeout
         self._client: Any = None
+        self._http: Any = None
 
     async def open(self) -> None:
+        import httpx
         from supabase import AsyncClientOptions, acreate_client
 
+        self._http = httpx.AsyncClient(timeout=self.timeout)
         options = AsyncClientOptions(
-            postgrest_client_timeout=self.timeout,
+            httpx_client=self._http,
             # Our outbox retries with backoff; the client's own GET retries would only stall.
             postgrest_client_retry=False,
             auto_refresh_token=False,
@@ -235,8 +238,8 @@ class SupabaseRecordStore:
         self._client = await acreate_client(self.url, self._key, options=options)
 
     async def close(self) -> None:
-        if self._client is not None:
-            await self._client.postgrest.aclose()
+        if self._http is not None:
+            await self._http.aclose()
 
     async def insert_once(self, record: Record) -> str:
         table = self._client.table(record.table)

@@ -8,11 +8,13 @@ is told plainly that nothing was filed.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Annotated, Literal
 
 from agents import RunContextWrapper, function_tool
 from agents.exceptions import ModelBehaviorError
+from agents.function_schema import function_schema
 from pydantic import BaseModel, Field, ValidationError
 
 from app_context import AppContext
@@ -35,8 +37,10 @@ LongText = Annotated[str, Field(min_length=3, max_length=4000)]
 OptionalText = Annotated[str | None, Field(max_length=500)]
 
 
+# Tools return these as JSON text: the SDK would send a returned object as its Python repr, and
+# declaring an output_type would make the failure messages below break the run.
 class FilingReceipt(BaseModel):
-    """What a filing tool returns: the model reads it as JSON."""
+    """What a filing tool returns."""
 
     reference: str
     kind: Literal["incident", "feedback"]
@@ -61,8 +65,8 @@ def tool_failure_message(ctx: RunContextWrapper[AppContext], error: Exception) -
     """What the model hears when a tool fails (the SDK's default hides the cause)."""
     if isinstance(error, ModelBehaviorError) and str(error).startswith("Invalid JSON input"):
         return (
-            f"The tool was not run: the arguments were invalid ({_problems(error)}). Correct them, "
-            "asking the resident for anything missing, and call the tool again."
+            f"The tool was not run: the arguments were invalid ({_problems(ctx)}). Correct "
+            "them, asking the resident for anything missing, and call the tool again."
         )
     session = ctx.context.session_id if ctx.context else "-"
     logger.error("tool failed in session %s", session, exc_info=error)
@@ -72,13 +76,19 @@ def tool_failure_message(ctx: RunContextWrapper[AppContext], error: Exception) -
     )
 
 
-def _problems(error: Exception) -> str:
-    cause = error.__cause__
-    if isinstance(cause, ValidationError):
+def _problems(ctx: RunContextWrapper[AppContext]) -> str:
+    model = _ARGUMENT_MODELS.get(getattr(ctx, "tool_name", ""))
+    try:
+        arguments = json.loads(getattr(ctx, "tool_arguments", "") or "{}")
+        if model is not None:
+            model.model_validate(arguments)
+    except ValidationError as invalid:
         return "; ".join(
             f"{'.'.join(str(p) for p in problem['loc'])}: {problem['msg']}"
-            for problem in cause.errors(include_url=False, include_input=False)
+            for problem in invalid.errors(include_url=False, include_input=False)
         )
+    except ValueError:
+        pass
     return "they were not a valid JSON object"
 
 
@@ -103,7 +113,6 @@ def _receipt(record: Record, filing: Filing, next_steps: str) -> FilingReceipt:
     )
 
 
-@function_tool(failure_error_function=tool_failure_message)
 async def report_incident(
     ctx: RunContextWrapper[AppContext],
     category: IncidentCategory,
@@ -114,7 +123,7 @@ async def report_incident(
     people_involved: OptionalText = None,
     reporter_name: OptionalText = None,
     reporter_contact: OptionalText = None,
-) -> FilingReceipt:
+) -> str:
     """File an incident report with the city, after the resident has confirmed the details.
 
     Args:
@@ -139,10 +148,9 @@ async def report_incident(
         reporter_contact=reporter_contact,
     )
     filing = await ctx.context.desk.file(record)
-    return _receipt(record, filing, INCIDENT_NEXT_STEPS)
+    return _receipt(record, filing, INCIDENT_NEXT_STEPS).model_dump_json()
 
 
-@function_tool(failure_error_function=tool_failure_message)
 async def submit_feedback(
     ctx: RunContextWrapper[AppContext],
     topic: ShortText,
@@ -150,7 +158,7 @@ async def submit_feedback(
     sentiment: Sentiment,
     location: OptionalText = None,
     name: OptionalText = None,
-) -> FilingReceipt:
+) -> str:
     """Submit a resident's feedback or suggestion to the city, after they confirmed it.
 
     Args:
@@ -169,14 +177,13 @@ async def submit_feedback(
         name=name,
     )
     filing = await ctx.context.desk.file(record)
-    return _receipt(record, filing, FEEDBACK_NEXT_STEPS)
+    return _receipt(record, filing, FEEDBACK_NEXT_STEPS).model_dump_json()
 
 
-@function_tool(failure_error_function=tool_failure_message)
 async def check_report_status(
     ctx: RunContextWrapper[AppContext],
     reference: Annotated[str, Field(min_length=3, max_length=32)],
-) -> StatusAnswer:
+) -> str:
     """Look up the status of a report or feedback filed earlier in this conversation.
 
     Args:
@@ -190,7 +197,7 @@ async def check_report_status(
             found=False,
             reference=reference,
             note="The records system cannot be reached right now; ask the resident to try later.",
-        )
+        ).model_dump_json()
     # Another conversation's report reads as unknown: a reference must not be guessable into
     # someone else's details.
     if found is None or found[0].session_id != ctx.context.session_id:
@@ -198,7 +205,7 @@ async def check_report_status(
             found=False,
             reference=reference,
             note="No report with this reference was filed in this conversation.",
-        )
+        ).model_dump_json()
     record, queued = found
     return StatusAnswer(
         found=True,
@@ -208,7 +215,16 @@ async def check_report_status(
         summary=record.summary(),
         created_at=record.created_at.isoformat(timespec="seconds"),
         note="Saved locally; it reaches the city's system within minutes." if queued else "",
-    )
+    ).model_dump_json()
 
 
-TOWN_HALL_TOOLS = [report_incident, submit_feedback, check_report_status]
+_TOOL_FUNCTIONS = [report_incident, submit_feedback, check_report_status]
+TOWN_HALL_TOOLS = [
+    function_tool(func, failure_error_function=tool_failure_message) for func in _TOOL_FUNCTIONS
+]
+# The same argument models the SDK validates with. By default the SDK keeps tool arguments out
+# of its errors (they may be personal data), so tool_failure_message re-validates to tell the
+# model what to fix.
+_ARGUMENT_MODELS = {
+    func.__name__: function_schema(func).params_pydantic_model for func in _TOOL_FUNCTIONS
+}

@@ -159,7 +159,7 @@ def _frame_for(event: Any) -> Frame | None:
             sse_frames.TOOL_RESULT,
             {
                 "call_id": getattr(event.item, "call_id", None),
-                "output": _jsonable(event.item.output),
+                "output": _tool_output(event.item.output),
             },
         )
     return None
@@ -176,6 +176,16 @@ def _parse_arguments(arguments: str | None) -> Any:
         return json.loads(arguments)
     except ValueError:
         return arguments
+
+
+def _tool_output(value: Any) -> Any:
+    """A tool's output for the client: JSON text is sent as the object it encodes."""
+    if isinstance(value, str) and value.startswith("{"):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return _jsonable(value)
 
 
 def _jsonable(value: Any) -> Any:
