@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Annotated, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
-from agents import RunContextWrapper, function_tool
+from agents import RunContextWrapper, Tool, function_tool
 from agents.exceptions import ModelBehaviorError
 from agents.function_schema import function_schema
 from pydantic import BaseModel, Field, ValidationError
@@ -61,7 +62,7 @@ class StatusAnswer(BaseModel):
     note: str
 
 
-def tool_failure_message(ctx: RunContextWrapper[AppContext], error: Exception) -> str:
+def tool_failure_message(ctx: RunContextWrapper[Any], error: Exception) -> str:
     """What the model hears when a tool fails (the SDK's default hides the cause)."""
     if isinstance(error, ModelBehaviorError) and str(error).startswith("Invalid JSON input"):
         return (
@@ -76,7 +77,7 @@ def tool_failure_message(ctx: RunContextWrapper[AppContext], error: Exception) -
     )
 
 
-def _problems(ctx: RunContextWrapper[AppContext]) -> str:
+def _problems(ctx: RunContextWrapper[Any]) -> str:
     model = _ARGUMENT_MODELS.get(getattr(ctx, "tool_name", ""))
     try:
         arguments = json.loads(getattr(ctx, "tool_arguments", "") or "{}")
@@ -218,8 +219,8 @@ async def check_report_status(
     ).model_dump_json()
 
 
-_TOOL_FUNCTIONS = [report_incident, submit_feedback, check_report_status]
-TOWN_HALL_TOOLS = [
+_TOOL_FUNCTIONS: list[Callable[..., Any]] = [report_incident, submit_feedback, check_report_status]
+TOWN_HALL_TOOLS: list[Tool] = [
     function_tool(func, failure_error_function=tool_failure_message) for func in _TOOL_FUNCTIONS
 ]
 # The same argument models the SDK validates with. By default the SDK keeps tool arguments out
