@@ -123,12 +123,14 @@ async def backend(name: str, tmp_path: Path) -> AsyncIterator[Backend]:
                     name,
                     lambda: SupabaseRecordStore(url, SERVICE_KEY, timeout=1),
                     count_double,
-                    double=double,
                     settings={
                         "supabase_url": url,
                         "supabase_service_key": SERVICE_KEY,
                         "store_timeout_seconds": 1,
                     },
+                    cut=fail,
+                    restore=recover,
+                    double=double,
                 )
             finally:
                 double.release()

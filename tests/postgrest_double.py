@@ -30,7 +30,8 @@ class PostgRESTDouble:
     )
     requests: list[dict[str, Any]] = field(default_factory=list)
     fail_status: int | None = None
-    hang: bool = False
+    hang: bool = False  # hold every request until release()
+    hang_after_insert: bool = False  # write the row, then hold the answer until release()
     _released: asyncio.Event = field(default_factory=asyncio.Event)
 
     def app(self) -> Starlette:
@@ -64,7 +65,10 @@ class PostgRESTDouble:
         if table not in self.rows:
             return _error(404, "42P01", f'relation "public.{table}" does not exist')
         if request.method == "POST":
-            return self._insert(request, table, json.loads(body))
+            response = self._insert(request, table, json.loads(body))
+            if self.hang_after_insert:
+                await self._released.wait()
+            return response
         return self._select(request, table)
 
     def _auth_problem(self, request: Request) -> Response | None:
