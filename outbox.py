@@ -6,13 +6,12 @@ A SQLite file, so a queued report survives a crash or restart. Each entry keeps 
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from records import RECORD_TYPES, Record
+from sqlite_file import SQLiteFile
 
 OUTBOX_SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -37,128 +36,80 @@ class QueuedRecord:
 
 
 class Outbox:
-    """Queued records in a SQLite file; one connection, used from threads under a lock."""
+    """Queued records in a SQLite file."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None
+        self._db = SQLiteFile(path, OUTBOX_SCHEMA, durable=True)
 
     async def open(self) -> None:
-        await asyncio.to_thread(self._open)
-
-    def _open(self) -> None:
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")  # a queued report must survive a power cut
-        conn.executescript(OUTBOX_SCHEMA)
-        self._conn = conn
+        await self._db.open()
 
     async def close(self) -> None:
-        if self._conn is not None:
-            await asyncio.to_thread(self._conn.close)
-            self._conn = None
+        await self._db.close()
 
     async def put(self, record: Record, now: float) -> str:
         """Queue the record; returns the reference queued for its dedupe key (maybe older)."""
-        return await asyncio.to_thread(self._put, record, now)
+        values = (
+            record.reference,
+            record.kind,
+            record.dedupe_key,
+            record.session_id,
+            record.model_dump_json(by_alias=True),
+            now,
+            now,
+        )
 
-    def _put(self, record: Record, now: float) -> str:
-        with self._lock:
-            conn = self._connection()
+        def insert_then_find(conn: sqlite3.Connection) -> str:
             conn.execute(
                 "INSERT INTO outbox (reference, kind, dedupe_key, session_id, payload, queued_at,"
                 " next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                (
-                    record.reference,
-                    record.kind,
-                    record.dedupe_key,
-                    record.session_id,
-                    record.model_dump_json(by_alias=True),
-                    now,
-                    now,
-                ),
+                values,
             )
             row = conn.execute(
                 "SELECT reference FROM outbox WHERE dedupe_key = ?", (record.dedupe_key,)
             ).fetchone()
-        return str(row[0])
+            return str(row[0])
+
+        return await self._db.run(insert_then_find)
 
     async def find(self, dedupe_key: str) -> str | None:
-        return await asyncio.to_thread(self._find, dedupe_key)
-
-    def _find(self, dedupe_key: str) -> str | None:
-        with self._lock:
-            row = (
-                self._connection()
-                .execute("SELECT reference FROM outbox WHERE dedupe_key = ?", (dedupe_key,))
-                .fetchone()
-            )
+        row = await self._db.fetchone(
+            "SELECT reference FROM outbox WHERE dedupe_key = ?", (dedupe_key,)
+        )
         return str(row[0]) if row else None
 
     async def get(self, reference: str) -> Record | None:
-        return await asyncio.to_thread(self._get, reference)
-
-    def _get(self, reference: str) -> Record | None:
-        with self._lock:
-            row = (
-                self._connection()
-                .execute("SELECT kind, payload FROM outbox WHERE reference = ?", (reference,))
-                .fetchone()
-            )
+        row = await self._db.fetchone(
+            "SELECT kind, payload FROM outbox WHERE reference = ?", (reference,)
+        )
         return _decode(row[0], row[1]) if row else None
 
     async def due(self, now: float, limit: int = 50) -> list[QueuedRecord]:
-        return await asyncio.to_thread(self._due, now, limit)
-
-    def _due(self, now: float, limit: int) -> list[QueuedRecord]:
-        with self._lock:
-            rows = (
-                self._connection()
-                .execute(
-                    "SELECT kind, payload, attempts FROM outbox WHERE next_attempt_at <= ?"
-                    " ORDER BY next_attempt_at, queued_at LIMIT ?",
-                    (now, limit),
-                )
-                .fetchall()
-            )
+        rows = await self._db.fetchall(
+            "SELECT kind, payload, attempts FROM outbox WHERE next_attempt_at <= ?"
+            " ORDER BY next_attempt_at, queued_at LIMIT ?",
+            (now, limit),
+        )
         return [QueuedRecord(_decode(kind, payload), attempts) for kind, payload, attempts in rows]
 
     async def next_due_at(self) -> float | None:
-        return await asyncio.to_thread(self._scalar, "SELECT min(next_attempt_at) FROM outbox")
+        row = await self._db.fetchone("SELECT min(next_attempt_at) FROM outbox")
+        return None if row is None or row[0] is None else float(row[0])
 
     async def depth(self) -> int:
-        return int(await asyncio.to_thread(self._scalar, "SELECT count(*) FROM outbox") or 0)
-
-    def _scalar(self, sql: str) -> float | None:
-        with self._lock:
-            value = self._connection().execute(sql).fetchone()[0]
-        return None if value is None else float(value)
+        row = await self._db.fetchone("SELECT count(*) FROM outbox")
+        return int(row[0]) if row else 0
 
     async def remove(self, reference: str) -> None:
-        await asyncio.to_thread(self._execute, "DELETE FROM outbox WHERE reference = ?", reference)
+        await self._db.execute("DELETE FROM outbox WHERE reference = ?", (reference,))
 
     async def reschedule(self, reference: str, attempts: int, at: float, error: str) -> None:
-        await asyncio.to_thread(
-            self._execute,
+        await self._db.execute(
             "UPDATE outbox SET attempts = ?, next_attempt_at = ?, last_error = ?"
             " WHERE reference = ?",
-            attempts,
-            at,
-            error,
-            reference,
+            (attempts, at, error, reference),
         )
-
-    def _execute(self, sql: str, *params: object) -> None:
-        with self._lock:
-            self._connection().execute(sql, params)
-
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise RuntimeError("Outbox is not open")
-        return self._conn
 
 
 def _decode(kind: str, payload: str) -> Record:

@@ -10,16 +10,15 @@ Every store keeps the same contract, which tests/test_record_store.py runs again
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sqlite3
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
 from records import RECORD_TYPES, Record, record_from_row, record_type_for
 from settings import Settings, sqlite_path
+from sqlite_file import SQLiteFile
 
 logger = logging.getLogger(__name__)
 
@@ -68,77 +67,47 @@ CREATE INDEX IF NOT EXISTS feedback_session_idx ON feedback (session_id);
 
 
 class SQLiteRecordStore:
-    """A SQLite file. One connection, used from worker threads one at a time (the lock)."""
+    """A SQLite file (the default store)."""
 
     backend = "sqlite"
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None
+        self._db = SQLiteFile(path, SQLITE_SCHEMA)
 
     async def open(self) -> None:
-        await asyncio.to_thread(self._open)
-
-    def _open(self) -> None:
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA busy_timeout=5000")
-        conn.executescript(SQLITE_SCHEMA)
-        self._conn = conn
+        await self._db.open()
 
     async def close(self) -> None:
-        if self._conn is not None:
-            await asyncio.to_thread(self._conn.close)
-            self._conn = None
+        await self._db.close()
 
     async def insert_once(self, record: Record) -> str:
-        return await asyncio.to_thread(self._insert_once, record)
+        insert = _insert_sql(type(record), lambda _: "?")
+        select = f"SELECT reference FROM {record.table} WHERE dedupe_key = ?"
+        values = list(record.row().values())
 
-    def _insert_once(self, record: Record) -> str:
-        row = record.row()
-        with self._lock:
-            conn = self._connection()
-            conn.execute(_insert_sql(type(record), lambda _: "?"), list(row.values()))
-            stored = conn.execute(
-                f"SELECT reference FROM {record.table} WHERE dedupe_key = ?", (record.dedupe_key,)
-            ).fetchone()
-        return str(stored["reference"])
+        def insert_then_find(conn: sqlite3.Connection) -> str:
+            conn.execute(insert, values)
+            return str(conn.execute(select, (record.dedupe_key,)).fetchone()["reference"])
+
+        return await self._db.run(insert_then_find)
 
     async def get(self, reference: str) -> Record | None:
-        return await asyncio.to_thread(self._get, reference)
-
-    def _get(self, reference: str) -> Record | None:
         record_type = record_type_for(reference)
         if record_type is None:
             return None
-        with self._lock:
-            row = (
-                self._connection()
-                .execute(f"SELECT * FROM {record_type.table} WHERE reference = ?", (reference,))
-                .fetchone()
-            )
+        row = await self._db.fetchone(
+            f"SELECT * FROM {record_type.table} WHERE reference = ?", (reference,)
+        )
         return record_from_row(record_type, dict(row)) if row else None
 
     async def ping(self) -> None:
-        await asyncio.to_thread(self._ping)
+        await self._db.fetchone("SELECT 1")
 
-    def _ping(self) -> None:
-        with self._lock:
-            self._connection().execute("SELECT 1").fetchone()
-
-    def count(self, table: str) -> int:
+    async def count(self, table: str) -> int:
         """Rows in a table (for tests and benchmarks)."""
-        with self._lock:
-            return int(self._connection().execute(f"SELECT count(*) FROM {table}").fetchone()[0])
-
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise RuntimeError("SQLiteRecordStore is not open")
-        return self._conn
+        row = await self._db.fetchone(f"SELECT count(*) FROM {table}")
+        return int(row[0]) if row else 0
 
 
 class PostgresRecordStore:

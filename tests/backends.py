@@ -76,7 +76,7 @@ async def backend(name: str, tmp_path: Path) -> AsyncIterator[Backend]:
             store = SQLiteRecordStore(path)
             await store.open()
             try:
-                return store.count(table)
+                return await store.count(table)
             finally:
                 await store.close()
 

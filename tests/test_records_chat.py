@@ -4,7 +4,9 @@ rows land in the real store."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -72,12 +74,9 @@ def chat(client: httpx.AsyncClient, message: str, session_id: str) -> Any:
 
 
 def sqlite_count(table: str) -> int:
-    store = SQLiteRecordStore("townhall.db")
-    store._open()
-    try:
-        return store.count(table)
-    finally:
-        store._connection().close()
+    """Rows in the default store (the tests run in a temporary directory)."""
+    with contextlib.closing(sqlite3.connect("townhall.db")) as conn:
+        return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
 
 
 async def test_pothole_report_and_ginza_feedback_land_once_and_can_be_looked_up() -> None:
