@@ -29,11 +29,15 @@ from starlette.background import BackgroundTask
 import sse_frames
 from agents_def import ModelChoice, build_town_hall_agent, choose_model, model_settings
 from app_context import AppContext
+from chatkit_api import chatkit_router
+from chatkit_server import TownHallChatKitServer
+from chatkit_store import CHATKIT_SCHEMA, ChatKitStore
 from errors import AppError, MessageTooLongError, error_body, install_error_handlers
 from filing import RecordDesk
 from logs import configure_logging, current_request
 from middleware import BodyLimitMiddleware, RequestLogMiddleware
 from outbox import Outbox
+from postgres_db import PostgresDatabase
 from record_store import RecordStore, choose_store
 from schemas import (
     SESSION_ID_PATTERN,
@@ -50,7 +54,8 @@ from schemas import (
     ToolCall,
 )
 from sessions import Clock, Conversation, SessionRegistry, history_messages
-from settings import Settings
+from settings import Settings, sqlite_path
+from sqlite_file import SQLiteFile
 from sse_frames import Frame, NamedEvent, TextDelta
 from tools import TOWN_HALL_TOOLS
 from turns import TurnRunner
@@ -69,6 +74,8 @@ ECHO_NOTICE = (
 )
 ENDPOINTS = {
     "chat": "POST /chat",
+    "chatkit": "POST /chatkit",
+    "chatkit_hosted_session": "POST /api/chatkit/session",
     "sessions": "GET /sessions",
     "session": "GET|DELETE /sessions/{session_id}",
     "health": "GET /health",
@@ -84,6 +91,7 @@ class Services:
     settings: Settings
     model: ModelChoice
     desk: RecordDesk
+    chatkit: TownHallChatKitServer
     registry: SessionRegistry
     turns: TurnRunner
 
@@ -111,16 +119,18 @@ def create_app(
         retry_base=settings.outbox_retry_seconds,
         retry_max=settings.outbox_retry_max_seconds,
     )
+    turns = TurnRunner(agent, tracing=settings.tracing_enabled, workflow_name=SERVICE_NAME)
     services = Services(
         settings=settings,
         model=choice,
         desk=desk,
+        chatkit=TownHallChatKitServer(ChatKitStore(_chatkit_database(settings)), turns, desk),
         registry=SessionRegistry(
             settings.max_sessions,
             settings.session_ttl_seconds,
             **({"clock": clock} if clock else {}),
         ),
-        turns=TurnRunner(agent, tracing=settings.tracing_enabled, workflow_name=SERVICE_NAME),
+        turns=turns,
     )
     app = FastAPI(
         title=SERVICE_NAME,
@@ -131,6 +141,7 @@ def create_app(
     app.state.services = services
     install_error_handlers(app)
     app.include_router(_routes())
+    app.include_router(chatkit_router())
     app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(
         CORSMiddleware,
@@ -158,6 +169,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     await services.desk.open()
     services.desk.start_sync()
+    await services.chatkit.threads.open()
     logger.info(
         "records: %s; outbox %s", services.desk.store.backend, services.settings.outbox_path
     )
@@ -170,6 +182,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             await sweeper
         # Filings in flight get a few seconds to land (or reach the outbox) before we close.
         await services.desk.close(drain_timeout=5.0)
+        await services.chatkit.threads.close()
         if services.model.client is not None:
             await services.model.client.close()
 
@@ -190,6 +203,16 @@ def get_services(request: Request) -> Services:
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def _chatkit_database(settings: Settings) -> SQLiteFile | PostgresDatabase:
+    """ChatKit threads live in the DATABASE_URL database (with the Supabase API store too)."""
+    path = sqlite_path(settings.database_url)
+    if path is not None:
+        return SQLiteFile(path, CHATKIT_SCHEMA)
+    return PostgresDatabase(
+        settings.database_url, CHATKIT_SCHEMA, timeout=settings.store_timeout_seconds
+    )
 
 
 def _routes() -> Any:

@@ -3,8 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 from filing import RecordDesk
+
+if TYPE_CHECKING:
+    from tools import FilingReceipt
+
+
+class ToolActivity(Protocol):
+    """How a client protocol shows tool work as it happens (ChatKit: progress and a card).
+
+    /chat needs none: its `tool_call` and `tool_result` events already carry the same facts.
+    """
+
+    async def working(self, text: str) -> None: ...
+
+    async def filed(self, receipt: FilingReceipt) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -18,3 +33,4 @@ class AppContext:
     session_id: str
     request_id: str
     desk: RecordDesk
+    activity: ToolActivity | None = None

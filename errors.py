@@ -76,6 +76,44 @@ class PayloadTooLargeError(AppError):
         super().__init__(f"Request body is larger than {limit} bytes.")
 
 
+class ChatKitRequestError(AppError):
+    status_code = 400
+    code = "invalid_chatkit_request"
+
+
+class ThreadNotFoundError(AppError):
+    status_code = 404
+    code = "thread_not_found"
+
+    def __init__(self, thread_id: str) -> None:
+        super().__init__(f"No ChatKit thread with id {thread_id!r}.")
+
+
+class ChatKitItemNotFoundError(AppError):
+    status_code = 404
+    code = "not_found"
+
+
+class ThreadBusyError(AppError):
+    status_code = 409
+    code = "thread_busy"
+
+    def __init__(self, thread_id: str) -> None:
+        super().__init__(
+            f"Thread {thread_id!r} is still answering a previous message; wait for it to finish."
+        )
+
+
+class HostedChatKitUnavailableError(AppError):
+    status_code = 503
+    code = "chatkit_not_configured"
+
+
+class UpstreamError(AppError):
+    status_code = 502
+    code = "upstream_error"
+
+
 def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, **extra}}
 

@@ -53,12 +53,14 @@ class Settings(BaseModel):
     store_timeout_seconds: float = Field(5, gt=0)
     outbox_retry_seconds: float = Field(2, gt=0)
     outbox_retry_max_seconds: float = Field(300, gt=0)
+    chatkit_workflow_id: str | None = None
 
     @field_validator(
         "openai_api_key",
         "openai_base_url",
         "supabase_url",
         "supabase_service_key",
+        "chatkit_workflow_id",
         mode="before",
     )
     @classmethod

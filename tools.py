@@ -93,6 +93,18 @@ def _problems(ctx: RunContextWrapper[Any]) -> str:
     return "they were not a valid JSON object"
 
 
+async def _working(ctx: RunContextWrapper[AppContext], text: str) -> None:
+    if ctx.context.activity is not None:
+        await ctx.context.activity.working(text)
+
+
+async def _announce(ctx: RunContextWrapper[AppContext], receipt: FilingReceipt) -> str:
+    """Show the receipt to the client protocol, if it wants it; the model gets it as JSON."""
+    if ctx.context.activity is not None:
+        await ctx.context.activity.filed(receipt)
+    return receipt.model_dump_json()
+
+
 def _receipt(record: Record, filing: Filing, next_steps: str) -> FilingReceipt:
     if filing.duplicate:
         note = f"This was already filed as {filing.reference}; no second report was created."
@@ -137,6 +149,7 @@ async def report_incident(
         reporter_name: The resident's name, only if they gave it (null otherwise).
         reporter_contact: A phone number or email for follow-up, only if given (null otherwise).
     """
+    await _working(ctx, "Filing your report with the city…")
     record = Incident.create(
         ctx.context.session_id,
         category=category,
@@ -149,7 +162,7 @@ async def report_incident(
         reporter_contact=reporter_contact,
     )
     filing = await ctx.context.desk.file(record)
-    return _receipt(record, filing, INCIDENT_NEXT_STEPS).model_dump_json()
+    return await _announce(ctx, _receipt(record, filing, INCIDENT_NEXT_STEPS))
 
 
 async def submit_feedback(
@@ -169,6 +182,7 @@ async def submit_feedback(
         location: The place it is about, if any (null otherwise).
         name: The resident's name, only if they gave it (null otherwise).
     """
+    await _working(ctx, "Sending your feedback to the city…")
     record = Feedback.create(
         ctx.context.session_id,
         topic=topic,
@@ -178,7 +192,7 @@ async def submit_feedback(
         name=name,
     )
     filing = await ctx.context.desk.file(record)
-    return _receipt(record, filing, FEEDBACK_NEXT_STEPS).model_dump_json()
+    return await _announce(ctx, _receipt(record, filing, FEEDBACK_NEXT_STEPS))
 
 
 async def check_report_status(
@@ -191,6 +205,7 @@ async def check_report_status(
         reference: The reference the resident was given, e.g. "INC-7K2QF9" or "FB-3MZP8Q".
     """
     reference = reference.strip().upper()
+    await _working(ctx, f"Looking up {reference}…")
     try:
         found = await ctx.context.desk.lookup(reference)
     except RecordsUnavailableError:

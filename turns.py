@@ -77,7 +77,7 @@ class TurnRunner:
         self.tracing = tracing
         self.workflow_name = workflow_name
 
-    def _run_config(self, session_id: str) -> RunConfig:
+    def run_config(self, session_id: str) -> RunConfig:
         return RunConfig(
             tracing_disabled=not self.tracing,
             workflow_name=self.workflow_name,
@@ -98,7 +98,7 @@ class TurnRunner:
             message,
             context=context,
             max_turns=MAX_AGENT_TURNS,
-            run_config=self._run_config(conversation.session_id),
+            run_config=self.run_config(conversation.session_id),
             session=conversation.history,
         )
         cancelled = asyncio.Event()

@@ -1,0 +1,175 @@
+"""HTTP routes for ChatKit: the self-hosted protocol at `POST /chatkit`, and the hosted-workflow
+session endpoint `POST /api/chatkit/session`.
+
+Protocol errors are answered before any streaming starts (400 for a request that does not
+validate, 404 for an unknown thread, 409 for a thread that is still answering): once a 200
+stream has begun, an error can only truncate it.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from chatkit.server import StreamingResult
+from chatkit.store import NotFoundError
+from chatkit.types import is_streaming_req
+from fastapi import APIRouter, Body, Depends, Request
+from fastapi.responses import Response, StreamingResponse
+from openai import AsyncOpenAI, OpenAIError
+from pydantic import BaseModel, Field, ValidationError
+
+from chatkit_server import (
+    CHATKIT_REQUEST,
+    ChatKitRequestContext,
+    TownHallChatKitServer,
+    thread_id_of,
+)
+from chatkit_store import AttachmentsUnsupportedError
+from errors import (
+    ChatKitItemNotFoundError,
+    ChatKitRequestError,
+    HostedChatKitUnavailableError,
+    ThreadNotFoundError,
+    UpstreamError,
+)
+from logs import current_request
+from schemas import ErrorBody
+from settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+class HostedSessionRequest(BaseModel):
+    user: str | None = Field(None, max_length=128, description="Your id for the end user.")
+
+
+class HostedSession(BaseModel):
+    client_secret: str
+    expires_at: int | None = None
+
+
+def _server(request: Request) -> TownHallChatKitServer:
+    server: TownHallChatKitServer = request.app.state.services.chatkit
+    return server
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.services.settings
+    return settings
+
+
+Server = Annotated[TownHallChatKitServer, Depends(_server)]
+SettingsDep = Annotated[Settings, Depends(_settings)]
+
+
+def chatkit_router() -> APIRouter:
+    router = APIRouter(tags=["chatkit"])
+
+    @router.post(
+        "/chatkit",
+        responses={
+            200: {"description": "ChatKit JSON, or a ChatKit event stream for streaming ops."},
+            400: {"model": ErrorBody},
+            404: {"model": ErrorBody},
+            409: {"model": ErrorBody},
+        },
+    )
+    async def chatkit(request: Request, server: Server) -> Response:
+        """The ChatKit protocol, for a ChatKit widget pointed at this server."""
+        body = await request.body()
+        try:
+            parsed = CHATKIT_REQUEST.validate_json(body)
+        except ValidationError as invalid:
+            raise ChatKitRequestError(_describe(invalid)) from None
+        thread_id = thread_id_of(parsed)
+        if thread_id is not None and not await server.threads.thread_exists(thread_id):
+            raise ThreadNotFoundError(thread_id)
+        tags = current_request.get()
+        context = ChatKitRequestContext(request_id=tags.request_id if tags else "-")
+        if not is_streaming_req(parsed):
+            return await _answer(server, body, context)
+        if thread_id is not None:
+            server.claim(thread_id)
+        try:
+            result = await server.process(body, context)
+        except BaseException:
+            if thread_id is not None:
+                server.release(thread_id)
+            raise
+        assert isinstance(result, StreamingResult)
+        return StreamingResponse(
+            _stream(result, server, thread_id),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    @router.post(
+        "/api/chatkit/session",
+        response_model=HostedSession,
+        responses={503: {"model": ErrorBody}, 502: {"model": ErrorBody}},
+    )
+    async def hosted_session(
+        settings: SettingsDep,
+        request: Annotated[HostedSessionRequest | None, Body()] = None,
+    ) -> HostedSession:
+        """A client secret for a ChatKit widget running an OpenAI-hosted Agent Builder workflow."""
+        if not settings.chatkit_workflow_id or not settings.openai_api_key:
+            raise HostedChatKitUnavailableError(
+                "Hosted ChatKit is not configured: set CHATKIT_WORKFLOW_ID and OPENAI_API_KEY, or "
+                "point the widget at the self-hosted endpoint POST /chatkit instead."
+            )
+        user = (request.user if request else None) or f"resident-{uuid.uuid4().hex[:12]}"
+        return await create_hosted_session(
+            AsyncOpenAI(api_key=settings.openai_api_key.get_secret_value()),
+            settings.chatkit_workflow_id,
+            user,
+        )
+
+    return router
+
+
+async def create_hosted_session(client: AsyncOpenAI, workflow_id: str, user: str) -> HostedSession:
+    try:
+        async with client:
+            session = await client.beta.chatkit.sessions.create(
+                user=user, workflow={"id": workflow_id}
+            )
+    except OpenAIError as error:
+        logger.error("creating a hosted ChatKit session failed: %s", type(error).__name__)
+        raise UpstreamError("OpenAI did not create a ChatKit session; try again shortly.") from None
+    return HostedSession(client_secret=session.client_secret, expires_at=session.expires_at)
+
+
+async def _answer(
+    server: TownHallChatKitServer, body: bytes, context: ChatKitRequestContext
+) -> Response:
+    try:
+        result = await server.process(body, context)
+    except NotFoundError as missing:
+        raise ChatKitItemNotFoundError(str(missing)) from None
+    except (AttachmentsUnsupportedError, RuntimeError) as unsupported:
+        # RuntimeError: ChatKitServer's "no AttachmentStore configured".
+        raise ChatKitRequestError("This server does not accept attachments.") from unsupported
+    return Response(result.json, media_type="application/json")  # type: ignore[union-attr]
+
+
+async def _stream(
+    result: StreamingResult, server: TownHallChatKitServer, thread_id: str | None
+) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in result:
+            yield chunk
+    finally:
+        if thread_id is not None:
+            server.release(thread_id)
+
+
+def _describe(invalid: ValidationError) -> str:
+    problems = invalid.errors(include_url=False, include_input=False)
+    first = problems[0]
+    where = ".".join(str(p) for p in first["loc"]) or "body"
+    more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+    return f"Not a valid ChatKit request: {where}: {first['msg']}{more}"

@@ -1,0 +1,159 @@
+"""The ChatKit protocol (`POST /chatkit`): the same town-hall agent and tools as /chat.
+
+Threads and items live in chatkit_store.ChatKitStore; a thread id plays the part of a /chat
+session id, so a reference can be looked up only from the thread that filed it. While a tool runs
+the widget shows a progress line, and a filed report appears as a card with its reference.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agents import Runner
+from chatkit.agents import AgentContext, ThreadItemConverter, stream_agent_response
+from chatkit.server import ChatKitServer
+from chatkit.types import (
+    ChatKitReq,
+    FeedbackKind,
+    ProgressUpdateEvent,
+    ThreadMetadata,
+    ThreadStreamEvent,
+    UserMessageItem,
+    UserMessageTextContent,
+)
+from chatkit.widgets import (
+    DynamicWidgetRoot,
+    WidgetTemplate,
+)
+from pydantic import TypeAdapter
+
+from app_context import AppContext
+from chatkit_store import ChatKitStore
+from errors import ThreadBusyError
+from filing import RecordDesk
+from tools import FilingReceipt
+from turns import MAX_AGENT_TURNS, TurnRunner
+
+logger = logging.getLogger(__name__)
+
+HISTORY_ITEMS = 40
+TITLE_CHARS = 60
+CHATKIT_REQUEST = TypeAdapter[ChatKitReq](ChatKitReq)
+
+
+@dataclass(frozen=True)
+class ChatKitRequestContext:
+    request_id: str
+
+
+class ChatKitActivity:
+    """Shows tool work in the widget: a progress line, then a card for a filed report."""
+
+    def __init__(self, agent_context: AgentContext[Any]) -> None:
+        self.agent_context = agent_context
+
+    async def working(self, text: str) -> None:
+        await self.agent_context.stream(ProgressUpdateEvent(text=text, icon="write"))
+
+    async def filed(self, receipt: FilingReceipt) -> None:
+        await self.agent_context.stream_widget(receipt_card(receipt), copy_text=receipt.note)
+
+
+RECEIPT_CARD = WidgetTemplate.from_file(str(Path(__file__).with_name("receipt_card.widget")))
+
+
+def receipt_card(receipt: FilingReceipt) -> DynamicWidgetRoot:
+    """The card shown in the thread after a report or feedback is filed."""
+    stored = receipt.saved == "stored"
+    return RECEIPT_CARD.build(
+        {
+            "title": "Incident reported" if receipt.kind == "incident" else "Feedback received",
+            "badge": receipt.status.capitalize() if stored else "Saved, syncing",
+            "badge_color": "success" if stored else "warning",
+            "reference": receipt.reference,
+            "note": receipt.note,
+            "next_steps": receipt.next_steps,
+        }
+    )
+
+
+class TownHallChatKitServer(ChatKitServer[ChatKitRequestContext]):
+    def __init__(self, store: ChatKitStore, turns: TurnRunner, desk: RecordDesk) -> None:
+        super().__init__(store)
+        self.threads = store
+        self.turns = turns
+        self.desk = desk
+        self.converter = ThreadItemConverter()
+        self._busy: set[str] = set()
+
+    def claim(self, thread_id: str) -> None:
+        """One answer at a time per thread (as /chat does per session)."""
+        if thread_id in self._busy:
+            raise ThreadBusyError(thread_id)
+        self._busy.add(thread_id)
+
+    def release(self, thread_id: str) -> None:
+        self._busy.discard(thread_id)
+
+    async def respond(
+        self,
+        thread: ThreadMetadata,
+        input_user_message: UserMessageItem | None,
+        context: ChatKitRequestContext,
+    ) -> AsyncIterator[ThreadStreamEvent]:
+        if thread.title is None and input_user_message is not None:
+            thread.title = _title_from(input_user_message)
+        history = await self.store.load_thread_items(
+            thread.id, None, HISTORY_ITEMS, "desc", context
+        )
+        agent_input = await self.converter.to_agent_input(list(reversed(history.data)))
+        agent_context = AgentContext[ChatKitRequestContext](
+            thread=thread, store=self.store, request_context=context
+        )
+        app_context = AppContext(
+            session_id=thread.id,
+            request_id=context.request_id,
+            desk=self.desk,
+            activity=ChatKitActivity(agent_context),
+        )
+        result = Runner.run_streamed(
+            self.turns.agent,
+            agent_input,
+            context=app_context,
+            max_turns=MAX_AGENT_TURNS,
+            run_config=self.turns.run_config(thread.id),
+        )
+        try:
+            async for event in stream_agent_response(agent_context, result):
+                yield event
+        finally:
+            if not result.is_complete:
+                result.cancel()
+
+    async def add_feedback(
+        self,
+        thread_id: str,
+        item_ids: list[str],
+        feedback: FeedbackKind,
+        context: ChatKitRequestContext,
+    ) -> None:
+        await self.threads.save_feedback(thread_id, item_ids, feedback)
+
+
+def _title_from(message: UserMessageItem) -> str:
+    text = " ".join(
+        part.text for part in message.content if isinstance(part, UserMessageTextContent)
+    ).strip()
+    text = " ".join(text.split())
+    return text if len(text) <= TITLE_CHARS else text[: TITLE_CHARS - 1].rstrip() + "…"
+
+
+def thread_id_of(request: ChatKitReq) -> str | None:
+    """The thread a request names, if any (threads.create names none)."""
+    params = getattr(request, "params", None)
+    thread_id = getattr(params, "thread_id", None)
+    return thread_id if isinstance(thread_id, str) else None
