@@ -22,7 +22,7 @@ from agents import Model, Tool
 from fastapi import Depends, FastAPI, Request
 from fastapi import Path as PathParam
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 from sse_starlette import EventSourceResponse
 from starlette.background import BackgroundTask
 
@@ -67,6 +67,7 @@ VERSION = tomllib.loads((Path(__file__).parent / "pyproject.toml").read_text())[
     "version"
 ]
 MAX_BODY_BYTES = 64 * 1024
+DEMO_PAGE = Path(__file__).with_name("demo.html")
 ECHO_NOTICE = (
     "Echo mode: no model is configured, so replies repeat your message word by word. "
     "Set OPENAI_API_KEY (OpenAI) or OPENAI_BASE_URL and MODEL (an OpenAI-compatible server) "
@@ -79,6 +80,7 @@ ENDPOINTS = {
     "sessions": "GET /sessions",
     "session": "GET|DELETE /sessions/{session_id}",
     "health": "GET /health",
+    "demo": "GET /demo",
     "docs": "GET /docs",
 }
 SessionIdPath = Annotated[str, PathParam(pattern=SESSION_ID_PATTERN)]
@@ -228,6 +230,7 @@ def _routes() -> Any:
         responses={503: {"model": Health}},
     )
     router.add_api_route("/chat", chat, methods=["POST"], **_CHAT_DOCS)
+    router.add_api_route("/demo", demo_page, methods=["GET"], response_class=FileResponse)
     router.add_api_route("/sessions", list_sessions, methods=["GET"], response_model=SessionList)
     router.add_api_route(
         "/sessions/{session_id}",
@@ -396,6 +399,11 @@ async def _collect(frames: AsyncIterator[Frame], turn: _Turn, session_id: str) -
     finally:
         turn.release()
     raise AppError("The turn ended without a reply.")
+
+
+async def demo_page() -> FileResponse:
+    """A small chat page (plain HTML and JavaScript) that talks to /chat."""
+    return FileResponse(DEMO_PAGE, media_type="text/html")
 
 
 async def list_sessions(services: ServicesDep) -> SessionList:

@@ -86,11 +86,11 @@ class EchoModel(Model):
         prompt: Any,
     ) -> AsyncIterator[TResponseStreamEvent]:
         text = last_user_text(input)
-        for event in _echo_events(f"echo-msg-{next(_ids)}", text):
+        for event in message_events(f"echo-msg-{next(_ids)}", text):
             yield event
 
 
-def _echo_events(item_id: str, text: str) -> list[TResponseStreamEvent]:
+def message_events(item_id: str, text: str) -> list[TResponseStreamEvent]:
     """The event sequence the Responses API sends for one text message, a delta per word."""
     message = _message(item_id, text)
     part = message.content[0]

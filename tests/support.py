@@ -36,9 +36,9 @@ async def asgi_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @contextlib.asynccontextmanager
-async def live_server(app: FastAPI) -> AsyncIterator[str]:
-    """The app behind a real uvicorn server on a free 127.0.0.1 port, in this event loop."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+async def live_server(app: FastAPI, port: int = 0) -> AsyncIterator[str]:
+    """The app behind a real uvicorn server on 127.0.0.1 (a free port by default), in this loop."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.create_task(server.serve())
