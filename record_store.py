@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from postgres_db import PostgresDatabase
 from records import RECORD_TYPES, Record, record_from_row, record_type_for
 from settings import Settings, sqlite_path
 from sqlite_file import SQLiteFile
@@ -111,73 +112,38 @@ class SQLiteRecordStore:
 
 
 class PostgresRecordStore:
-    """PostgreSQL through asyncpg; also a Supabase project's connection string or pooler.
-
-    Statements are not cached: a transaction-mode pooler (Supavisor, PgBouncer) hands each
-    transaction to any server connection, where a prepared statement may not exist.
-    """
+    """PostgreSQL through asyncpg; also a Supabase project's connection string or pooler."""
 
     backend = "postgresql"
 
     def __init__(self, dsn: str, *, timeout: float = 5.0) -> None:
-        self.dsn = dsn
-        self.timeout = timeout
-        self._pool: Any = None
-        self._schema_ready = False
+        self._db = PostgresDatabase(dsn, SCHEMA_SQL.read_text(), timeout=timeout)
 
     async def open(self) -> None:
-        import asyncpg
-
-        # min_size=0: no connection at start-up, so the server starts while the database is
-        # down (records then go to the outbox) and connects when it comes back.
-        self._pool = asyncpg.create_pool(
-            self.dsn,
-            min_size=0,
-            max_size=5,
-            statement_cache_size=0,
-            command_timeout=self.timeout,
-            timeout=self.timeout,
-        )
-        await self._pool
-        try:
-            await self._ensure_schema()
-        except Exception as error:  # the database may be down now; retried on first use
-            logger.warning("PostgreSQL not reachable at start-up: %s", type(error).__name__)
-
-    async def _ensure_schema(self) -> None:
-        if not self._schema_ready:
-            async with self._pool.acquire() as conn:
-                await conn.execute(SCHEMA_SQL.read_text())
-            self._schema_ready = True
+        await self._db.open()
 
     async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
+        await self._db.close()
 
     async def insert_once(self, record: Record) -> str:
-        await self._ensure_schema()
         row = record.model_dump(by_alias=True)
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(_insert_sql(type(record), lambda i: f"${i}"), *row.values())
-            stored = await conn.fetchval(
-                f"SELECT reference FROM {record.table} WHERE dedupe_key = $1", record.dedupe_key
-            )
-        return str(stored)
+        await self._db.execute(_insert_sql(type(record), lambda _: "?"), list(row.values()))
+        stored = await self._db.fetchone(
+            f"SELECT reference FROM {record.table} WHERE dedupe_key = ?", (record.dedupe_key,)
+        )
+        return str(stored[0])
 
     async def get(self, reference: str) -> Record | None:
         record_type = record_type_for(reference)
         if record_type is None:
             return None
-        await self._ensure_schema()
-        async with self._pool.acquire() as conn:
-            row = await conn.fetchrow(
-                f"SELECT * FROM {record_type.table} WHERE reference = $1", reference
-            )
+        row = await self._db.fetchone(
+            f"SELECT * FROM {record_type.table} WHERE reference = ?", (reference,)
+        )
         return record_from_row(record_type, dict(row)) if row else None
 
     async def ping(self) -> None:
-        async with self._pool.acquire() as conn:
-            await conn.fetchval("SELECT 1")
+        await self._db.fetchone("SELECT 1")
 
 
 class SupabaseRecordStore:

@@ -245,3 +245,26 @@ def _find(node: Any, component_id: str) -> Any:
             if found is not None:
                 return found
     return None
+
+
+async def test_threads_live_in_postgresql_when_the_records_do() -> None:
+    from backends import pg_schema
+
+    async with pg_schema() as dsn:
+        app = create_app(make_settings(database_url=dsn))
+        async with asgi_client(app) as http:
+            client = ChatKitClient(http)
+            thread_id = thread_id_from(await client.create_thread("kept in postgres"))
+            await client.send(thread_id, "second")
+            items = await client.items(thread_id, order="asc", limit=2)
+            rest = await client.items(thread_id, order="asc", limit=2, after=items.after)
+        async with asgi_client(create_app(make_settings(database_url=dsn))) as http:
+            thread = await ChatKitClient(http).thread(thread_id)
+    assert [i.type for i in items.data + rest.data] == [
+        "user_message",
+        "assistant_message",
+        "user_message",
+        "assistant_message",
+    ]
+    assert items.has_more and not rest.has_more
+    assert thread.title == "kept in postgres"
