@@ -11,7 +11,7 @@ OPENAI_API_KEY= OPENAI_BASE_URL= SUPABASE_URL= SUPABASE_SERVICE_KEY= CHATKIT_WOR
   DATABASE_URL="sqlite:///$data/townhall.db" OUTBOX_PATH="$data/outbox.db" TRACING=off \
   uv run uvicorn api:app --host 127.0.0.1 --port "$port" >"$data/server.log" 2>&1 &
 server=$!
-trap 'kill "$server" 2>/dev/null; wait "$server" 2>/dev/null; rm -rf "$data"' EXIT
+trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$data"' EXIT
 
 for _ in $(seq 1 100); do
   curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
