@@ -76,17 +76,23 @@ class ModelChoice:
 
 def choose_model(settings: Settings) -> ModelChoice:
     """Pick the model path the settings ask for (see the module docstring)."""
+    if settings.model_mode == "echo":
+        return ModelChoice(EchoModel(), "echo", ECHO_MODEL_NAME)
     api_key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
-    if settings.openai_base_url:
+    client = AsyncOpenAI(
         # Local servers usually ignore the key, but the client insists on one.
-        client = AsyncOpenAI(base_url=settings.openai_base_url, api_key=api_key or "not-needed")
-        model: Model = OpenAIChatCompletionsModel(model=settings.model, openai_client=client)
-        return ModelChoice(model, "compatible", settings.model, client)
-    if api_key:
-        client = AsyncOpenAI(api_key=api_key)
+        api_key=api_key or "not-needed",
+        base_url=settings.openai_base_url,
+        # The Runner is the one place that retries (see model_settings): only before anything
+        # was streamed, with our backoff. Client retries on top would multiply attempts.
+        max_retries=0,
+    )
+    model: Model
+    if settings.model_api == "responses":
         model = OpenAIResponsesModel(model=settings.model, openai_client=client)
-        return ModelChoice(model, "openai", settings.model, client)
-    return ModelChoice(EchoModel(), "echo", ECHO_MODEL_NAME)
+    else:
+        model = OpenAIChatCompletionsModel(model=settings.model, openai_client=client)
+    return ModelChoice(model, settings.model_mode, settings.model, client)
 
 
 def model_settings(settings: Settings) -> ModelSettings:
@@ -95,7 +101,12 @@ def model_settings(settings: Settings) -> ModelSettings:
         timeout=settings.model_timeout_seconds,
         retry=ModelRetrySettings(
             max_retries=settings.model_max_retries,
-            backoff={"initial_delay": 0.5, "max_delay": 8.0, "multiplier": 2.0, "jitter": True},
+            backoff={
+                "initial_delay": settings.model_retry_backoff_seconds,
+                "max_delay": 16 * settings.model_retry_backoff_seconds,
+                "multiplier": 2.0,
+                "jitter": True,
+            },
             policy=_RETRY_POLICY,
         ),
     )

@@ -37,6 +37,7 @@ class Settings(BaseModel):
     openai_api_key: SecretStr | None = None
     openai_base_url: str | None = None
     model: str = "gpt-4.1-mini"
+    openai_api: Literal["auto", "responses", "chat_completions"] = "auto"
     cors_origins: tuple[str, ...] = DEFAULT_CORS_ORIGINS
     max_message_chars: int = Field(4000, ge=1, le=100_000)
     max_sessions: int = Field(10_000, ge=1)
@@ -45,6 +46,7 @@ class Settings(BaseModel):
     tracing: Literal["auto", "off"] = "auto"
     model_timeout_seconds: float = Field(120, gt=0)
     model_max_retries: int = Field(3, ge=0, le=10)
+    model_retry_backoff_seconds: float = Field(0.5, gt=0, le=60)
     sse_ping_seconds: float = Field(15, gt=0)
     database_url: str = "sqlite:///townhall.db"
     supabase_url: str | None = None
@@ -109,7 +111,7 @@ class Settings(BaseModel):
             return tuple(origin.strip() for origin in value.split(",") if origin.strip())
         return value
 
-    @field_validator("log_level", "tracing", mode="before")
+    @field_validator("log_level", "tracing", "openai_api", mode="before")
     @classmethod
     def _normalise_case(cls, value: object) -> object:
         if not isinstance(value, str):
@@ -124,6 +126,13 @@ class Settings(BaseModel):
         if self.openai_api_key:
             return "openai"
         return "echo"
+
+    @property
+    def model_api(self) -> Literal["responses", "chat_completions"]:
+        """OPENAI_API=auto: the Responses API for OpenAI, Chat Completions for a base URL."""
+        if self.openai_api != "auto":
+            return self.openai_api
+        return "chat_completions" if self.openai_base_url else "responses"
 
     @property
     def tracing_enabled(self) -> bool:

@@ -22,8 +22,11 @@ from settings import Settings
 
 
 def make_settings(**overrides: Any) -> Settings:
-    """Settings built from explicit values only: the test machine's environment never leaks in."""
-    return Settings.model_validate({"tracing": "off", **overrides})
+    """Settings built from explicit values only: the test machine's environment never leaks in.
+    Model retries back off for milliseconds, not seconds."""
+    return Settings.model_validate(
+        {"tracing": "off", "model_retry_backoff_seconds": 0.02, **overrides}
+    )
 
 
 @contextlib.asynccontextmanager
@@ -38,7 +41,14 @@ async def asgi_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 @contextlib.asynccontextmanager
 async def live_server(app: FastAPI, port: int = 0) -> AsyncIterator[str]:
     """The app behind a real uvicorn server on 127.0.0.1 (a free port by default), in this loop."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=3,
+    )
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.create_task(server.serve())

@@ -1,0 +1,150 @@
+"""The server pointed at a fake OpenAI-compatible upstream that fails on purpose: it retries what
+is safe (nothing streamed yet), ends every other stream with `error` then `[DONE]`, and stays
+healthy. Both the Responses API and Chat Completions paths."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from fake_openai import FakeOpenAI
+from support import asgi_client, live_server, make_settings, wait_for
+
+from api import create_app
+
+APIS = ["responses", "chat_completions"]
+
+
+@contextlib.asynccontextmanager
+async def server_on_fake(
+    api: str, **settings: Any
+) -> AsyncIterator[tuple[httpx.AsyncClient, FakeOpenAI]]:
+    fake = FakeOpenAI(tokens=8)
+    async with live_server(fake) as upstream:  # type: ignore[arg-type]
+        app = create_app(
+            make_settings(
+                openai_api_key="sk-fake-key-never-sent-anywhere-else",
+                openai_base_url=f"{upstream}/v1",
+                openai_api=api,
+                model="fake",
+                **settings,
+            )
+        )
+        async with asgi_client(app) as client:
+            yield client, fake
+
+
+async def chat(client: httpx.AsyncClient, message: str = "hello there friend", **body: Any) -> str:
+    response = await client.post("/chat", json={"message": message, **body})
+    assert response.status_code == 200
+    assert response.text.endswith("data: [DONE]\n\n")
+    return response.text
+
+
+def error_codes(text: str) -> list[str]:
+    import json
+
+    return [
+        json.loads(block.split("data: ", 1)[1])["code"]
+        for block in text.split("\n\n")
+        if block.startswith("event: error")
+    ]
+
+
+@pytest.mark.parametrize("api", APIS)
+async def test_a_healthy_upstream_streams_text_with_its_spaces(api: str) -> None:
+    async with server_on_fake(api) as (client, fake):
+        text = await chat(client, "hello there friend", session_id="h1")
+        again = await chat(client, "second message", session_id="h1")
+    assert "data: [1]\n\ndata:  hello\n\ndata:  there\n\n" in text
+    assert '"reply":"[1] hello there friend hello there friend hello"' in text
+    assert "data: [2]" in again  # the second request carried both user messages
+    assert error_codes(text) == []
+    assert fake.served == 2
+
+
+@pytest.mark.parametrize("api", APIS)
+@pytest.mark.parametrize("fault", ["429", "500"])
+async def test_failures_before_any_text_are_retried(api: str, fault: str) -> None:
+    async with server_on_fake(api) as (client, fake):
+        fake.faults.extend([fault, fault])
+        text = await chat(client)
+    assert error_codes(text) == []
+    assert "data: [1]" in text
+    assert fake.served == 3
+
+
+@pytest.mark.parametrize("api", APIS)
+async def test_a_hanging_upstream_times_out_and_is_retried(api: str) -> None:
+    async with server_on_fake(api, model_timeout_seconds=0.5) as (client, fake):
+        fake.faults.append("hang")
+        text = await chat(client)
+    assert error_codes(text) == []
+    assert fake.served == 2
+
+
+@pytest.mark.parametrize("api", APIS)
+@pytest.mark.parametrize(
+    ("faults", "code"),
+    [
+        (["500", "500"], "model_unavailable"),
+        (["429", "429"], "model_rate_limited"),
+        (["hang", "hang"], "model_timeout"),
+    ],
+)
+async def test_retries_run_out_into_a_resident_message(
+    api: str, faults: list[str], code: str
+) -> None:
+    async with server_on_fake(api, model_max_retries=1, model_timeout_seconds=0.5) as (
+        client,
+        fake,
+    ):
+        fake.faults.extend(faults)
+        text = await chat(client, session_id="out1")
+        after = await chat(client, session_id="out1")
+        health = await client.get("/health")
+    assert error_codes(text) == [code]
+    assert "sk-fake" not in text and "Traceback" not in text
+    assert error_codes(after) == []
+    # The failed turn's message stays in the history (the resident did say it); no answer to it.
+    assert "data: [2]" in after
+    assert health.json()["status"] == "healthy"
+
+
+@pytest.mark.parametrize("api", APIS)
+@pytest.mark.parametrize("fault", ["cut", "malformed"])
+async def test_a_stream_broken_after_text_is_not_replayed(api: str, fault: str) -> None:
+    async with server_on_fake(api) as (client, fake):
+        fake.faults.append(fault)
+        text = await chat(client, session_id="b1")
+        sessions = (await client.get("/sessions/b1")).json()
+        after = await chat(client, session_id="b1")
+    assert "data: [1]" in text  # text had reached the client ...
+    assert len(error_codes(text)) == 1  # ... so the failure is reported, not replayed
+    assert fake.served == 2  # the broken request and the next turn: no replay in between
+    assert sessions["busy"] is False
+    assert error_codes(after) == []
+
+
+async def test_no_upstream_stream_is_left_open_after_clients_leave() -> None:
+    fake = FakeOpenAI(tokens=400, delay=0.01)
+    async with live_server(fake) as upstream:  # type: ignore[arg-type]
+        app = create_app(
+            make_settings(
+                openai_api_key="sk-fake",
+                openai_base_url=f"{upstream}/v1",
+                openai_api="responses",
+                model="fake",
+            )
+        )
+        async with live_server(app) as base_url, httpx.AsyncClient(base_url=base_url) as client:
+            for n in range(5):
+                async with client.stream("POST", "/chat", json={"message": f"long {n}"}) as r:
+                    async for line in r.aiter_lines():
+                        if line.startswith("data:  "):
+                            break
+            await wait_for(lambda: fake.open_streams == 0, limit=3)
+    assert fake.served == 5
