@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import anyio
 from agents import Model, Tool
 from fastapi import Depends, FastAPI, Request
 from fastapi import Path as PathParam
@@ -53,7 +54,8 @@ from schemas import (
     SessionList,
     ToolCall,
 )
-from sessions import Clock, Conversation, SessionRegistry, history_messages
+from session_store import SessionMeta, SessionStore, TurnLease, choose_session_store
+from sessions import Clock, SessionRegistry, history_messages
 from settings import Settings, sqlite_path
 from sqlite_file import SQLiteFile
 from sse_frames import Frame, NamedEvent, TextDelta
@@ -94,7 +96,8 @@ class Services:
     model: ModelChoice
     desk: RecordDesk
     chatkit: TownHallChatKitServer
-    registry: SessionRegistry
+    registry: SessionRegistry  # the in-memory conversations (used when SESSION_STORE=memory)
+    sessions: SessionStore
     turns: TurnRunner
 
 
@@ -122,16 +125,16 @@ def create_app(
         retry_max=settings.outbox_retry_max_seconds,
     )
     turns = TurnRunner(agent, tracing=settings.tracing_enabled, workflow_name=SERVICE_NAME)
+    registry = SessionRegistry(
+        settings.max_sessions, settings.session_ttl_seconds, **({"clock": clock} if clock else {})
+    )
     services = Services(
         settings=settings,
         model=choice,
         desk=desk,
         chatkit=TownHallChatKitServer(ChatKitStore(_chatkit_database(settings)), turns, desk),
-        registry=SessionRegistry(
-            settings.max_sessions,
-            settings.session_ttl_seconds,
-            **({"clock": clock} if clock else {}),
-        ),
+        registry=registry,
+        sessions=choose_session_store(settings, registry),
         turns=turns,
     )
     app = FastAPI(
@@ -175,7 +178,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     logger.info(
         "records: %s; outbox %s", services.desk.store.backend, services.settings.outbox_path
     )
-    sweeper = asyncio.create_task(_expire_sessions(services.registry))
+    await services.sessions.open()
+    logger.info("sessions: %s", services.sessions.backend)
+    sweeper = asyncio.create_task(
+        _expire_sessions(services.sessions, services.settings.session_ttl_seconds)
+    )
     try:
         yield
     finally:
@@ -185,16 +192,21 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Filings in flight get a few seconds to land (or reach the outbox) before we close.
         await services.desk.close(drain_timeout=5.0)
         await services.chatkit.threads.close()
+        await services.sessions.close()
         if services.model.client is not None:
             await services.model.client.close()
 
 
-async def _expire_sessions(registry: SessionRegistry) -> None:
+async def _expire_sessions(store: SessionStore, ttl_seconds: float) -> None:
     """Idle sessions also expire on access; this bounds memory when no requests come."""
-    interval = min(60.0, max(1.0, registry.ttl_seconds / 2))
+    interval = min(60.0, max(1.0, ttl_seconds / 2))
     while True:
         await asyncio.sleep(interval)
-        expired = registry.expire_idle()
+        try:
+            expired = await store.expire_idle()
+        except Exception:  # a store outage must not end the sweeper
+            logger.exception("expiring idle sessions failed")
+            continue
         if expired:
             logger.info("expired %d idle sessions", expired)
 
@@ -271,15 +283,24 @@ async def health(services: ServicesDep) -> JSONResponse:
             detail={"mode": services.model.mode, "name": services.model.name}
             | ({"notice": ECHO_NOTICE} if services.model.mode == "echo" else {}),
         ),
-        "sessions": Check(
-            status="ok",
-            detail={"active": len(services.registry), "max": services.registry.max_sessions},
-        ),
+        "sessions": await _session_check(services.sessions),
         **await _record_checks(services.desk),
     }
     status = _overall(checks)
     body = Health(status=status, checks=checks)
     return JSONResponse(body.model_dump(), status_code=503 if status == "unhealthy" else 200)
+
+
+async def _session_check(store: SessionStore) -> Check:
+    """Without its session store no conversation can run: required."""
+    try:
+        active = await asyncio.wait_for(store.count(), 2.0)
+    except Exception as error:
+        logger.warning("session store %s unreachable: %s", store.backend, type(error).__name__)
+        return Check(status="down", detail={"backend": store.backend})
+    return Check(
+        status="ok", detail={"backend": store.backend, "active": active, "max": store.max_sessions}
+    )
 
 
 async def _record_checks(desk: RecordDesk) -> dict[str, Check]:
@@ -315,15 +336,15 @@ async def chat(body: ChatRequest, services: ServicesDep) -> Any:
     if len(body.message) > limit:
         raise MessageTooLongError(len(body.message), limit)
     session_id = body.session_id or secrets.token_urlsafe(18)
-    conversation = services.registry.begin_turn(session_id)
+    lease = await services.sessions.begin_turn(session_id, owner=None)
     tags = current_request.get()
     if tags is not None:
         tags.session_id = session_id
     context = AppContext(
         session_id=session_id, request_id=tags.request_id if tags else "-", desk=services.desk
     )
-    turn = _Turn(services.registry, conversation)
-    frames = services.turns.stream(conversation, body.message, context)
+    turn = _Turn(services.sessions, lease)
+    frames = services.turns.stream(lease, body.message, context)
     if not body.stream:
         return await _collect(frames, turn, session_id)
     return EventSourceResponse(
@@ -332,26 +353,30 @@ async def chat(body: ChatRequest, services: ServicesDep) -> Any:
         sep="\n",
         ping=services.settings.sse_ping_seconds,
         # Also runs when the client left before the body started (the generator never ran).
-        background=BackgroundTask(turn.release_async),
+        background=BackgroundTask(turn.release),
     )
 
 
 class _Turn:
-    """Releases a conversation's busy flag exactly once, however the response ends."""
+    """Ends a turn's lease exactly once, however the response ends."""
 
-    def __init__(self, registry: SessionRegistry, conversation: Conversation) -> None:
-        self.registry = registry
-        self.conversation = conversation
+    def __init__(self, store: SessionStore, lease: TurnLease) -> None:
+        self.store = store
+        self.lease = lease
         self.completed = False
         self._released = False
 
-    def release(self) -> None:
-        if not self._released:
-            self._released = True
-            self.registry.end_turn(self.conversation, completed=self.completed)
-
-    async def release_async(self) -> None:
-        self.release()
+    async def release(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        # Shielded: this often runs in a response that is being cancelled (the client left),
+        # and a lease that is not returned keeps the conversation busy until its lock lapses.
+        with anyio.CancelScope(shield=True):
+            try:
+                await self.store.end_turn(self.lease, completed=self.completed)
+            except Exception:
+                logger.exception("could not end the turn cleanly")
 
     def observe(self, frame: Frame) -> None:
         if isinstance(frame, NamedEvent) and frame.name == sse_frames.DONE:
@@ -360,9 +385,7 @@ class _Turn:
 
 async def _sse_body(frames: AsyncIterator[Frame], turn: _Turn) -> AsyncIterator[bytes]:
     try:
-        yield sse_frames.encode_event(
-            sse_frames.SESSION, {"session_id": turn.conversation.session_id}
-        )
+        yield sse_frames.encode_event(sse_frames.SESSION, {"session_id": turn.lease.session_id})
         async for frame in frames:
             turn.observe(frame)
             chunk = sse_frames.encode(frame)
@@ -370,7 +393,7 @@ async def _sse_body(frames: AsyncIterator[Frame], turn: _Turn) -> AsyncIterator[
                 yield chunk
         yield sse_frames.DONE_FRAME
     finally:
-        turn.release()
+        await turn.release()
 
 
 async def _collect(frames: AsyncIterator[Frame], turn: _Turn, session_id: str) -> JSONResponse:
@@ -397,7 +420,7 @@ async def _collect(frames: AsyncIterator[Frame], turn: _Turn, session_id: str) -
                 )
                 return JSONResponse(reply.model_dump(), headers={"X-Session-Id": session_id})
     finally:
-        turn.release()
+        await turn.release()
     raise AppError("The turn ended without a reply.")
 
 
@@ -407,32 +430,32 @@ async def demo_page() -> FileResponse:
 
 
 async def list_sessions(services: ServicesDep) -> SessionList:
-    """Active conversations, least recently used first."""
-    sessions = [_session_info(c) for c in services.registry.list()]
+    """Active conversations (across all workers with a shared store), least recent first."""
+    sessions = [_session_info(m) for m in await services.sessions.list(owner=None)]
     return SessionList(sessions=sessions, count=len(sessions))
 
 
 async def get_session(session_id: SessionIdPath, services: ServicesDep) -> SessionHistory:
     """One conversation and its history as role/content messages."""
-    conversation = services.registry.get(session_id)
-    items = await conversation.history.get_items()
-    info = _session_info(conversation).model_dump()
+    meta = await services.sessions.get(session_id, owner=None)
+    items = await services.sessions.items(session_id)
+    info = _session_info(meta).model_dump()
     return SessionHistory.model_validate(info | {"messages": history_messages(items)})
 
 
 async def delete_session(session_id: SessionIdPath, services: ServicesDep) -> SessionDeleted:
     """Stop the conversation's running turn, if any, then forget the conversation."""
-    conversation = services.registry.forget(session_id)
-    return SessionDeleted(session_id=session_id, deleted=True, cancelled_turn=conversation.busy)
+    meta = await services.sessions.forget(session_id, owner=None)
+    return SessionDeleted(session_id=session_id, deleted=True, cancelled_turn=meta.busy)
 
 
-def _session_info(conversation: Conversation) -> SessionInfo:
+def _session_info(meta: SessionMeta) -> SessionInfo:
     return SessionInfo(
-        session_id=conversation.session_id,
-        created_at=_iso(conversation.created_at),
-        last_active=_iso(conversation.last_active),
-        turns=conversation.turns,
-        busy=conversation.busy,
+        session_id=meta.session_id,
+        created_at=_iso(meta.created_at),
+        last_active=_iso(meta.last_active),
+        turns=meta.turns,
+        busy=meta.busy,
     )
 
 

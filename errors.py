@@ -38,6 +38,14 @@ class SessionNotFoundError(AppError):
         super().__init__(f"No session with id {session_id!r}.")
 
 
+class SessionForbiddenError(AppError):
+    status_code = 403
+    code = "session_forbidden"
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"Session {session_id!r} belongs to another API key.")
+
+
 class SessionBusyError(AppError):
     status_code = 409
     code = "session_busy"

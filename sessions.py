@@ -82,6 +82,7 @@ class Conversation:
     last_active: float
     turns: int = 0
     busy: bool = False
+    owner: str | None = None
     # Set while a turn runs; DELETE /sessions/{id} calls it to stop the turn.
     cancel_turn: Callable[[], None] | None = field(default=None, repr=False)
 
@@ -98,10 +99,10 @@ class SessionRegistry:
     def __len__(self) -> int:
         return len(self._conversations)
 
-    def begin_turn(self, session_id: str) -> Conversation:
+    def begin_turn(self, session_id: str, owner: str | None = None) -> Conversation:
         """Get or create the conversation and mark it busy; 409 if it already is."""
         self.expire_idle()
-        conversation = self._conversations.get(session_id) or self._create(session_id)
+        conversation = self._conversations.get(session_id) or self._create(session_id, owner)
         if conversation.busy:
             raise SessionBusyError(session_id)
         conversation.busy = True
@@ -117,6 +118,10 @@ class SessionRegistry:
             conversation.turns += 1
         if self._conversations.get(conversation.session_id) is conversation:
             self._conversations.move_to_end(conversation.session_id)
+
+    def peek(self, session_id: str) -> Conversation | None:
+        self.expire_idle()
+        return self._conversations.get(session_id)
 
     def get(self, session_id: str) -> Conversation:
         self.expire_idle()
@@ -149,11 +154,11 @@ class SessionRegistry:
             del self._conversations[session_id]
         return len(expired)
 
-    def _create(self, session_id: str) -> Conversation:
+    def _create(self, session_id: str, owner: str | None) -> Conversation:
         if len(self._conversations) >= self.max_sessions:
             self._evict_least_recent_idle()
         now = self._clock()
-        conversation = Conversation(session_id, MemorySession(session_id), now, now)
+        conversation = Conversation(session_id, MemorySession(session_id), now, now, owner=owner)
         self._conversations[session_id] = conversation
         return conversation
 

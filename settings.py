@@ -42,6 +42,8 @@ class Settings(BaseModel):
     max_message_chars: int = Field(4000, ge=1, le=100_000)
     max_sessions: int = Field(10_000, ge=1)
     session_ttl_seconds: float = Field(3600, gt=0)
+    session_store: str = "memory"
+    session_lock_seconds: float = Field(30, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     tracing: Literal["auto", "off"] = "auto"
     model_timeout_seconds: float = Field(120, gt=0)
@@ -75,6 +77,19 @@ class Settings(BaseModel):
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value
+
+    @field_validator("session_store", mode="before")
+    @classmethod
+    def _default_session_store(cls, value: object) -> object:
+        return "memory" if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("session_store")
+    @classmethod
+    def _known_session_store(cls, value: str) -> str:
+        shared = ("redis://", "rediss://", "unix://", "postgresql://", "postgres://")
+        if value == "memory" or value.startswith(shared) or sqlite_path(value) is not None:
+            return value
+        raise ValueError("must be memory, redis://..., sqlite:///<path> or postgresql://...")
 
     @field_validator("database_url", mode="before")
     @classmethod

@@ -29,7 +29,7 @@ from pydantic_core import to_jsonable_python
 
 import sse_frames
 from app_context import AppContext
-from sessions import Conversation
+from session_store import TurnLease
 from sse_frames import Frame, NamedEvent, TextDelta
 
 logger = logging.getLogger(__name__)
@@ -86,20 +86,20 @@ class TurnRunner:
         )
 
     async def stream(
-        self, conversation: Conversation, message: str, context: AppContext
+        self, lease: TurnLease, message: str, context: AppContext
     ) -> AsyncIterator[Frame]:
         """Frames for one turn: text, tool calls and results, then `done` or `error`.
 
-        The caller owns the conversation's busy flag; if the caller stops iterating (the client
-        went away) the run is cancelled at once, so no more model tokens are pulled.
+        The caller owns the lease; if the caller stops iterating (the client went away) the run
+        is cancelled at once, so no more model tokens are pulled.
         """
         result = Runner.run_streamed(
             self.agent,
             message,
             context=context,
             max_turns=MAX_AGENT_TURNS,
-            run_config=self.run_config(conversation.session_id),
-            session=conversation.history,
+            run_config=self.run_config(lease.session_id),
+            session=lease.history,
         )
         cancelled = asyncio.Event()
 
@@ -107,7 +107,7 @@ class TurnRunner:
             cancelled.set()
             result.cancel()
 
-        conversation.cancel_turn = cancel
+        lease.on_cancel(cancel)
         agents_seen = 0
         try:
             async for event in result.stream_events():

@@ -1,0 +1,187 @@
+"""Where conversations live, and the one-turn-at-a-time rule, behind one interface.
+
+SESSION_STORE picks the store:
+- `memory` (default): this process only (sessions.SessionRegistry);
+- `redis://...`: shared by every worker and replica, through the Agents SDK's RedisSession;
+- `sqlite:///...` or `postgresql://...`: shared and durable, through the SDK's SQLAlchemySession.
+
+A turn holds a lease on its conversation. With a shared store the lease is a lock with an owner
+token and an expiry that the holder renews while the turn runs: two workers never run one
+conversation at once, and a crashed worker's lock lapses on its own. If a holder finds its lock
+gone (the conversation was deleted elsewhere, or the lock lapsed) it cancels its turn.
+
+Owners: with API keys on, each conversation records the key (by its id, never the key) that
+created it; `owner=None` means "no restriction" (auth off, or the admin key).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from agents.items import TResponseInputItem
+from agents.memory import Session
+
+from errors import SessionForbiddenError
+from sessions import Conversation, SessionRegistry, drop_unanswered_tool_calls
+from settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SessionMeta:
+    session_id: str
+    owner: str | None
+    created_at: float
+    last_active: float
+    turns: int
+    busy: bool
+
+
+@dataclass(eq=False)
+class TurnLease:
+    """A running turn's hold on its conversation."""
+
+    session_id: str
+    history: Session
+    owner: str | None
+    token: str = ""
+    _cancel: Callable[[], None] | None = field(default=None, repr=False)
+    lost: bool = False
+
+    def on_cancel(self, cancel: Callable[[], None]) -> None:
+        """What to call if the turn must stop (deleted, or its lock lost)."""
+        self._cancel = cancel
+
+    def cancel(self) -> None:
+        if self._cancel is not None:
+            self._cancel()
+
+
+class SessionStore(Protocol):
+    backend: str
+    max_sessions: int
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def begin_turn(self, session_id: str, owner: str | None) -> TurnLease: ...
+    async def end_turn(self, lease: TurnLease, *, completed: bool) -> None: ...
+    async def get(self, session_id: str, owner: str | None) -> SessionMeta: ...
+    async def items(self, session_id: str) -> list[TResponseInputItem]: ...
+    async def list(self, owner: str | None) -> list[SessionMeta]: ...
+    async def forget(self, session_id: str, owner: str | None) -> SessionMeta: ...
+    async def expire_idle(self) -> int: ...
+    async def count(self) -> int: ...
+    async def ping(self) -> None: ...
+
+
+def check_owner(session_id: str, recorded: str | None, owner: str | None) -> None:
+    """403 when a key reaches for a conversation another key created."""
+    if owner is not None and recorded != owner:
+        raise SessionForbiddenError(session_id)
+
+
+class RepairedHistory:
+    """Wraps a stored SDK session so a turn cancelled mid-tool-call never poisons later turns:
+    tool calls without an output (and outputs without a call) are left out of what is read."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.session_id = inner.session_id
+        self.session_settings = inner.session_settings
+
+    async def get_items(self, limit: int | None = None) -> list[TResponseInputItem]:
+        items = drop_unanswered_tool_calls(await self.inner.get_items())
+        return items[-limit:] if limit else items
+
+    async def add_items(self, items: list[TResponseInputItem]) -> None:
+        await self.inner.add_items(items)
+
+    async def pop_item(self) -> TResponseInputItem | None:
+        item: TResponseInputItem | None = await self.inner.pop_item()
+        return item
+
+    async def clear_session(self) -> None:
+        await self.inner.clear_session()
+
+
+class MemorySessionStore:
+    """This process's memory (sessions.SessionRegistry) behind the SessionStore interface."""
+
+    backend = "memory"
+
+    def __init__(self, registry: SessionRegistry) -> None:
+        self.registry = registry
+        self.max_sessions = registry.max_sessions
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def begin_turn(self, session_id: str, owner: str | None) -> TurnLease:
+        existing = self.registry.peek(session_id)
+        if existing is not None:
+            check_owner(session_id, existing.owner, owner)
+        conversation = self.registry.begin_turn(session_id, owner)
+        lease = TurnLease(session_id, conversation.history, conversation.owner)
+        conversation.cancel_turn = lease.cancel
+        return lease
+
+    async def end_turn(self, lease: TurnLease, *, completed: bool) -> None:
+        conversation = self.registry.peek(lease.session_id)
+        if conversation is not None and conversation.history is lease.history:
+            self.registry.end_turn(conversation, completed=completed)
+
+    async def get(self, session_id: str, owner: str | None) -> SessionMeta:
+        conversation = self.registry.get(session_id)
+        check_owner(session_id, conversation.owner, owner)
+        return _meta(conversation)
+
+    async def items(self, session_id: str) -> list[TResponseInputItem]:
+        return await self.registry.get(session_id).history.get_items()
+
+    async def list(self, owner: str | None) -> list[SessionMeta]:
+        return [_meta(c) for c in self.registry.list() if owner is None or c.owner == owner]
+
+    async def forget(self, session_id: str, owner: str | None) -> SessionMeta:
+        conversation = self.registry.get(session_id)
+        check_owner(session_id, conversation.owner, owner)
+        return _meta(self.registry.forget(session_id))
+
+    async def expire_idle(self) -> int:
+        return self.registry.expire_idle()
+
+    async def count(self) -> int:
+        return len(self.registry)
+
+    async def ping(self) -> None:
+        return None
+
+
+def _meta(conversation: Conversation) -> SessionMeta:
+    return SessionMeta(
+        session_id=conversation.session_id,
+        owner=conversation.owner,
+        created_at=conversation.created_at,
+        last_active=conversation.last_active,
+        turns=conversation.turns,
+        busy=conversation.busy,
+    )
+
+
+def choose_session_store(settings: Settings, registry: SessionRegistry) -> SessionStore:
+    url = settings.session_store
+    if url == "memory":
+        return MemorySessionStore(registry)
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        from session_store_redis import RedisSessionStore
+
+        return RedisSessionStore(url, settings)
+    from session_store_sql import SQLSessionStore
+
+    return SQLSessionStore(url, settings)

@@ -1,0 +1,225 @@
+"""Conversations in Redis, shared by every worker and replica (SESSION_STORE=redis://...).
+
+Keys (prefix `townhall:`):
+- `meta:{id}`   hash: owner, created_at, last_active, turns (expires after SESSION_TTL_SECONDS)
+- `index`       sorted set of ids by last activity: listing, eviction, expiry
+- `lock:{id}`   the running turn's owner token, with an expiry renewed while the turn runs
+- `history:{id}:*`  the Agents SDK RedisSession's keys (same expiry)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from typing import Any
+
+from agents.extensions.memory.redis_session import RedisSession
+from agents.items import TResponseInputItem
+from redis.asyncio import Redis
+
+from errors import SessionBusyError, SessionCapacityError, SessionNotFoundError
+from session_store import RepairedHistory, SessionMeta, TurnLease, check_owner
+from settings import Settings
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "townhall"
+# Renew the lock only if we still own it; release only our own lock.
+RENEW = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] "
+    "then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"
+)
+RELEASE = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] "
+    "then return redis.call('del', KEYS[1]) else return 0 end"
+)
+
+
+class RedisSessionStore:
+    backend = "redis"
+
+    def __init__(self, url: str, settings: Settings) -> None:
+        self.url = url
+        self.max_sessions = settings.max_sessions
+        self.ttl = int(settings.session_ttl_seconds)
+        self.lock_ms = int(settings.session_lock_seconds * 1000)
+        # decode_responses: every reply is str. (Typed Any: redis-py's stubs cannot know that.)
+        self.redis: Any = Redis.from_url(url, decode_responses=True)
+        self._renewers: dict[str, asyncio.Task[None]] = {}
+
+    @staticmethod
+    def _key(kind: str, session_id: str) -> str:
+        return f"{PREFIX}:{kind}:{session_id}"
+
+    def _history(self, session_id: str) -> RepairedHistory:
+        inner = RedisSession(
+            session_id, redis_client=self.redis, key_prefix=f"{PREFIX}:history", ttl=self.ttl
+        )
+        return RepairedHistory(inner)
+
+    async def open(self) -> None:
+        try:
+            await self.redis.ping()
+        except Exception as error:  # the server still starts; turns fail until Redis is back
+            logger.warning("Redis not reachable at start-up: %s", type(error).__name__)
+
+    async def close(self) -> None:
+        for task in list(self._renewers.values()):
+            task.cancel()
+        await self.redis.aclose()
+
+    async def begin_turn(self, session_id: str, owner: str | None) -> TurnLease:
+        token = secrets.token_hex(16)
+        lock = self._key("lock", session_id)
+        if not await self.redis.set(lock, token, nx=True, px=self.lock_ms):
+            raise SessionBusyError(session_id)
+        try:
+            recorded_owner = await self._touch_or_create(session_id, owner)
+        except BaseException:
+            await self.redis.eval(RELEASE, 1, lock, token)
+            raise
+        lease = TurnLease(session_id, self._history(session_id), recorded_owner, token)
+        self._renewers[token] = asyncio.create_task(self._renew(lease))
+        return lease
+
+    async def _touch_or_create(self, session_id: str, owner: str | None) -> str | None:
+        meta_key = self._key("meta", session_id)
+        now = time.time()
+        meta = await self.redis.hgetall(meta_key)
+        if meta:
+            check_owner(session_id, meta.get("owner") or None, owner)
+        else:
+            await self._make_room(session_id)
+            meta = {"owner": owner or "", "created_at": repr(now), "turns": "0"}
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(meta_key, mapping={**meta, "last_active": repr(now)})
+            pipe.expire(meta_key, self.ttl)
+            pipe.zadd(f"{PREFIX}:index", {session_id: now})
+            await pipe.execute()
+        return meta.get("owner") or None
+
+    async def _make_room(self, session_id: str) -> None:
+        """Evict the least recently active idle conversations past MAX_SESSIONS."""
+        index = f"{PREFIX}:index"
+        excess = await self.redis.zcard(index) - self.max_sessions + 1
+        if excess <= 0:
+            return
+        for candidate in await self.redis.zrange(index, 0, excess + 20):
+            if excess <= 0:
+                return
+            if candidate != session_id and not await self.redis.exists(
+                self._key("lock", candidate)
+            ):
+                await self._delete(candidate)
+                excess -= 1
+        if excess > 0:
+            raise SessionCapacityError(self.max_sessions)
+
+    async def _renew(self, lease: TurnLease) -> None:
+        lock = self._key("lock", lease.session_id)
+        while True:
+            await asyncio.sleep(self.lock_ms / 3000)
+            try:
+                still_ours = await self.redis.eval(RENEW, 1, lock, lease.token, self.lock_ms)
+            except Exception as error:
+                logger.warning("could not renew the turn lock: %s", type(error).__name__)
+                continue
+            if not still_ours:
+                logger.warning("turn lock lost (deleted or expired); cancelling the turn")
+                lease.lost = True
+                lease.cancel()
+                return
+
+    async def end_turn(self, lease: TurnLease, *, completed: bool) -> None:
+        renewer = self._renewers.pop(lease.token, None)
+        if renewer is not None:
+            renewer.cancel()
+        if lease.lost:
+            return
+        meta_key = self._key("meta", lease.session_id)
+        now = time.time()
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if completed:
+                pipe.hincrby(meta_key, "turns", 1)
+            pipe.hset(meta_key, "last_active", repr(now))
+            pipe.expire(meta_key, self.ttl)
+            pipe.zadd(f"{PREFIX}:index", {lease.session_id: now})
+            pipe.eval(RELEASE, 1, self._key("lock", lease.session_id), lease.token)
+            await pipe.execute()
+
+    async def get(self, session_id: str, owner: str | None) -> SessionMeta:
+        meta = await self._meta(session_id)
+        check_owner(session_id, meta.owner, owner)
+        return meta
+
+    async def _meta(self, session_id: str) -> SessionMeta:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self._key("meta", session_id))
+            pipe.exists(self._key("lock", session_id))
+            raw, locked = await pipe.execute()
+        if not raw:
+            raise SessionNotFoundError(session_id)
+        return _from_hash(session_id, raw, bool(locked))
+
+    async def items(self, session_id: str) -> list[TResponseInputItem]:
+        await self._meta(session_id)
+        return await self._history(session_id).get_items()
+
+    async def list(self, owner: str | None) -> list[SessionMeta]:
+        ids = await self.redis.zrange(f"{PREFIX}:index", 0, self.max_sessions - 1)
+        if not ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for session_id in ids:
+                pipe.hgetall(self._key("meta", session_id))
+                pipe.exists(self._key("lock", session_id))
+            replies = await pipe.execute()
+        metas, gone = [], []
+        for session_id, raw, locked in zip(ids, replies[::2], replies[1::2], strict=True):
+            if raw:
+                metas.append(_from_hash(session_id, raw, bool(locked)))
+            else:
+                gone.append(session_id)
+        if gone:  # expired by Redis: tidy the index
+            await self.redis.zrem(f"{PREFIX}:index", *gone)
+        return [m for m in metas if owner is None or m.owner == owner]
+
+    async def forget(self, session_id: str, owner: str | None) -> SessionMeta:
+        meta = await self.get(session_id, owner)
+        # Deleting the lock is how a turn running on any worker learns to stop.
+        await self._delete(session_id)
+        return meta
+
+    async def _delete(self, session_id: str) -> None:
+        await self._history(session_id).clear_session()
+        await self.redis.delete(self._key("meta", session_id), self._key("lock", session_id))
+        await self.redis.zrem(f"{PREFIX}:index", session_id)
+
+    async def expire_idle(self) -> int:
+        deadline = time.time() - self.ttl
+        stale = await self.redis.zrangebyscore(f"{PREFIX}:index", "-inf", deadline)
+        expired = 0
+        for session_id in stale:
+            if not await self.redis.exists(self._key("lock", session_id)):
+                await self._delete(session_id)
+                expired += 1
+        return expired
+
+    async def count(self) -> int:
+        return int(await self.redis.zcard(f"{PREFIX}:index"))
+
+    async def ping(self) -> None:
+        await self.redis.ping()
+
+
+def _from_hash(session_id: str, raw: dict[str, Any], busy: bool) -> SessionMeta:
+    return SessionMeta(
+        session_id=session_id,
+        owner=raw.get("owner") or None,
+        created_at=float(raw.get("created_at", 0)),
+        last_active=float(raw.get("last_active", 0)),
+        turns=int(raw.get("turns", 0)),
+        busy=busy,
+    )
