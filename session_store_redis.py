@@ -1,6 +1,6 @@
 """Conversations in Redis, shared by every worker and replica (SESSION_STORE=redis://...).
 
-Keys (prefix `townhall:`):
+Keys (prefix REDIS_KEY_PREFIX, `townhall` by default):
 - `meta:{id}`   hash: owner, created_at, last_active, turns (expires after SESSION_TTL_SECONDS)
 - `index`       sorted set of ids by last activity: listing, eviction, expiry
 - `lock:{id}`   the running turn's owner token, with an expiry renewed while the turn runs
@@ -25,7 +25,6 @@ from settings import Settings
 
 logger = logging.getLogger(__name__)
 
-PREFIX = "townhall"
 # Renew the lock only if we still own it; release only our own lock.
 RENEW = (
     "if redis.call('get', KEYS[1]) == ARGV[1] "
@@ -42,6 +41,7 @@ class RedisSessionStore:
 
     def __init__(self, url: str, settings: Settings) -> None:
         self.url = url
+        self.prefix = settings.redis_key_prefix
         self.max_sessions = settings.max_sessions
         self.ttl = int(settings.session_ttl_seconds)
         self.lock_ms = int(settings.session_lock_seconds * 1000)
@@ -49,13 +49,16 @@ class RedisSessionStore:
         self.redis: Any = Redis.from_url(url, decode_responses=True)
         self._renewers: dict[str, asyncio.Task[None]] = {}
 
-    @staticmethod
-    def _key(kind: str, session_id: str) -> str:
-        return f"{PREFIX}:{kind}:{session_id}"
+    def _key(self, kind: str, session_id: str) -> str:
+        return f"{self.prefix}:{kind}:{session_id}"
+
+    @property
+    def _index(self) -> str:
+        return f"{self.prefix}:index"
 
     def _history(self, session_id: str) -> RepairedHistory:
         inner = RedisSession(
-            session_id, redis_client=self.redis, key_prefix=f"{PREFIX}:history", ttl=self.ttl
+            session_id, redis_client=self.redis, key_prefix=f"{self.prefix}:history", ttl=self.ttl
         )
         return RepairedHistory(inner)
 
@@ -96,13 +99,13 @@ class RedisSessionStore:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(meta_key, mapping={**meta, "last_active": repr(now)})
             pipe.expire(meta_key, self.ttl)
-            pipe.zadd(f"{PREFIX}:index", {session_id: now})
+            pipe.zadd(self._index, {session_id: now})
             await pipe.execute()
         return meta.get("owner") or None
 
     async def _make_room(self, session_id: str) -> None:
         """Evict the least recently active idle conversations past MAX_SESSIONS."""
-        index = f"{PREFIX}:index"
+        index = self._index
         excess = await self.redis.zcard(index) - self.max_sessions + 1
         if excess <= 0:
             return
@@ -145,7 +148,7 @@ class RedisSessionStore:
                 pipe.hincrby(meta_key, "turns", 1)
             pipe.hset(meta_key, "last_active", repr(now))
             pipe.expire(meta_key, self.ttl)
-            pipe.zadd(f"{PREFIX}:index", {lease.session_id: now})
+            pipe.zadd(self._index, {lease.session_id: now})
             pipe.eval(RELEASE, 1, self._key("lock", lease.session_id), lease.token)
             await pipe.execute()
 
@@ -168,7 +171,7 @@ class RedisSessionStore:
         return await self._history(session_id).get_items()
 
     async def list(self, owner: str | None) -> list[SessionMeta]:
-        ids = await self.redis.zrange(f"{PREFIX}:index", 0, self.max_sessions - 1)
+        ids = await self.redis.zrange(self._index, 0, self.max_sessions - 1)
         if not ids:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -183,7 +186,7 @@ class RedisSessionStore:
             else:
                 gone.append(session_id)
         if gone:  # expired by Redis: tidy the index
-            await self.redis.zrem(f"{PREFIX}:index", *gone)
+            await self.redis.zrem(self._index, *gone)
         return [m for m in metas if owner is None or m.owner == owner]
 
     async def forget(self, session_id: str, owner: str | None) -> SessionMeta:
@@ -195,11 +198,11 @@ class RedisSessionStore:
     async def _delete(self, session_id: str) -> None:
         await self._history(session_id).clear_session()
         await self.redis.delete(self._key("meta", session_id), self._key("lock", session_id))
-        await self.redis.zrem(f"{PREFIX}:index", session_id)
+        await self.redis.zrem(self._index, session_id)
 
     async def expire_idle(self) -> int:
         deadline = time.time() - self.ttl
-        stale = await self.redis.zrangebyscore(f"{PREFIX}:index", "-inf", deadline)
+        stale = await self.redis.zrangebyscore(self._index, "-inf", deadline)
         expired = 0
         for session_id in stale:
             if not await self.redis.exists(self._key("lock", session_id)):
@@ -208,7 +211,7 @@ class RedisSessionStore:
         return expired
 
     async def count(self) -> int:
-        return int(await self.redis.zcard(f"{PREFIX}:index"))
+        return int(await self.redis.zcard(self._index))
 
     async def ping(self) -> None:
         await self.redis.ping()

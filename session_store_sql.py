@@ -13,6 +13,7 @@ import logging
 import secrets
 import time
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from agents.extensions.memory.sqlalchemy_session import SQLAlchemySession
 from agents.items import TResponseInputItem
@@ -40,11 +41,27 @@ INDEX = "CREATE INDEX IF NOT EXISTS townhall_sessions_active_idx ON townhall_ses
 COLUMNS = "session_id, owner, created_at, last_active, turns, lock_token, lock_expires"
 
 
-def async_url(url: str) -> str:
-    """SQLAlchemy's async driver URL for a sqlite:/// or postgresql:// URL."""
+def engine_for(url: str) -> AsyncEngine:
+    """An async engine for a sqlite:/// or postgresql:// URL.
+
+    For PostgreSQL, query parameters (`?search_path=...`) become server settings, as asyncpg
+    itself treats them, and statements are not cached: poolers in transaction mode cannot keep
+    prepared statements (see postgres_db).
+    """
     if sqlite_path(url) is not None:
-        return "sqlite+aiosqlite:///" + url.removeprefix("sqlite:///")
-    return "postgresql+asyncpg://" + url.split("://", 1)[1]
+        return create_async_engine("sqlite+aiosqlite:///" + url.removeprefix("sqlite:///"))
+    parts = urlsplit(url)
+    server_settings = dict(parse_qsl(parts.query))
+    bare = urlunsplit(parts._replace(scheme="postgresql+asyncpg", query=""))
+    return create_async_engine(
+        bare,
+        pool_pre_ping=True,
+        connect_args={
+            "statement_cache_size": 0,
+            "prepared_statement_cache_size": 0,
+            "server_settings": server_settings,
+        },
+    )
 
 
 class SQLSessionStore:
@@ -55,13 +72,7 @@ class SQLSessionStore:
         self.max_sessions = settings.max_sessions
         self.ttl = settings.session_ttl_seconds
         self.lock_seconds = settings.session_lock_seconds
-        connect_args: dict[str, Any] = {}
-        if not url.startswith("sqlite"):
-            # Poolers in transaction mode cannot keep prepared statements (see postgres_db).
-            connect_args = {"statement_cache_size": 0, "prepared_statement_cache_size": 0}
-        self.engine: AsyncEngine = create_async_engine(
-            async_url(url), connect_args=connect_args, pool_pre_ping=True
-        )
+        self.engine = engine_for(url)
         self._renewers: dict[str, asyncio.Task[None]] = {}
         self._ready = False
 

@@ -44,6 +44,7 @@ class Settings(BaseModel):
     session_ttl_seconds: float = Field(3600, gt=0)
     session_store: str = "memory"
     session_lock_seconds: float = Field(30, gt=0)
+    redis_key_prefix: str = Field("townhall", pattern=r"^[A-Za-z0-9_\-.:]{1,64}$")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     tracing: Literal["auto", "off"] = "auto"
     model_timeout_seconds: float = Field(120, gt=0)

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
-from support import asgi_client, free_port, make_settings, read_frames
+from processes import clean_env, server_process
+from support import asgi_client, make_settings, read_frames
 
 from api import create_app
 
-PROJECT = Path(__file__).resolve().parent.parent
 HELLO = {"message": "Hello from the backend", "session_id": "test123"}
 EXPECTED = (
     b'event: session\ndata: {"session_id":"test123"}\n\n'
@@ -43,51 +38,10 @@ async def test_echo_transcript_through_asgi() -> None:
 @pytest.fixture(scope="module")
 def uvicorn_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`uvicorn api:app` as its own process, on the embedded defaults (no key, no services)."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "SUPABASE_"))}
     data = tmp_path_factory.mktemp("data")
-    env |= {
-        # Blank values win over a developer's .env: this must be echo mode.
-        "OPENAI_API_KEY": "",
-        "OPENAI_BASE_URL": "",
-        "SUPABASE_URL": "",
-        "SUPABASE_SERVICE_KEY": "",
-        "TRACING": "off",
-        "DATABASE_URL": f"sqlite:///{data}/townhall.db",
-        "OUTBOX_PATH": str(data / "outbox.db"),
-    }
-    log_path = tmp_path_factory.mktemp("server") / "server.log"
-    log = log_path.open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "api:app", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=PROJECT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(base_url, process, log_path)
-        yield base_url
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
-        log.close()
-
-
-def _wait_healthy(
-    base_url: str, process: subprocess.Popen[bytes], log_path: Path, timeout: float = 30
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited: {log_path.read_text()}")
-        try:
-            if httpx.get(f"{base_url}/health", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise AssertionError("server did not become healthy")
+    env = clean_env(DATABASE_URL=f"sqlite:///{data}/townhall.db", OUTBOX_PATH=str(data / "o.db"))
+    with server_process(env, data / "server.log") as server:
+        yield server.base_url
 
 
 async def test_echo_transcript_through_uvicorn_process(uvicorn_process: str) -> None:
