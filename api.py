@@ -24,12 +24,14 @@ from fastapi import Depends, FastAPI, Request
 from fastapi import Path as PathParam
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
+from pydantic import SecretStr
 from sse_starlette import EventSourceResponse
 from starlette.background import BackgroundTask
 
 import sse_frames
 from agents_def import ModelChoice, build_town_hall_agent, choose_model, model_settings
 from app_context import AppContext
+from auth import AuthMiddleware, KeyRing, Principal
 from chatkit_api import chatkit_router
 from chatkit_server import TownHallChatKitServer
 from chatkit_store import CHATKIT_SCHEMA, ChatKitStore
@@ -39,7 +41,9 @@ from logs import configure_logging, current_request
 from middleware import BodyLimitMiddleware, RequestLogMiddleware
 from outbox import Outbox
 from postgres_db import PostgresDatabase
+from rate_limit import MemoryRateLimiter, RateLimiter, RedisRateLimiter, enforce
 from record_store import RecordStore, choose_store
+from requests_context import principal, rate_identity
 from schemas import (
     SESSION_ID_PATTERN,
     ChatReply,
@@ -99,6 +103,8 @@ class Services:
     registry: SessionRegistry  # the in-memory conversations (used when SESSION_STORE=memory)
     sessions: SessionStore
     turns: TurnRunner
+    keys: KeyRing
+    rate_limiter: RateLimiter | None
 
 
 def create_app(
@@ -128,14 +134,17 @@ def create_app(
     registry = SessionRegistry(
         settings.max_sessions, settings.session_ttl_seconds, **({"clock": clock} if clock else {})
     )
+    sessions = choose_session_store(settings, registry)
     services = Services(
         settings=settings,
         model=choice,
         desk=desk,
         chatkit=TownHallChatKitServer(ChatKitStore(_chatkit_database(settings)), turns, desk),
         registry=registry,
-        sessions=choose_session_store(settings, registry),
+        sessions=sessions,
         turns=turns,
+        keys=KeyRing(settings.api_key_list, _secret(settings.admin_key)),
+        rate_limiter=_rate_limiter(settings, sessions),
     )
     app = FastAPI(
         title=SERVICE_NAME,
@@ -148,6 +157,7 @@ def create_app(
     app.include_router(_routes())
     app.include_router(chatkit_router())
     app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(AuthMiddleware, keys=services.keys)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=list(settings.cors_origins),
@@ -155,10 +165,23 @@ def create_app(
         allow_credentials="*" not in settings.cors_origins,
         allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
         allow_headers=["*"],
-        expose_headers=["X-Session-Id", "X-Request-Id"],
+        expose_headers=["X-Session-Id", "X-Request-Id", "Retry-After"],
     )
     app.add_middleware(RequestLogMiddleware)
     return app
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
+
+
+def _rate_limiter(settings: Settings, sessions: SessionStore) -> RateLimiter | None:
+    if settings.rate_limit_per_minute == 0:
+        return None
+    redis = getattr(sessions, "redis", None)
+    if redis is not None:  # shared by every worker using the same Redis
+        return RedisRateLimiter(redis, settings.redis_key_prefix, settings.rate_limit_per_minute)
+    return MemoryRateLimiter(settings.rate_limit_per_minute)
 
 
 @asynccontextmanager
@@ -166,6 +189,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     services: Services = app.state.services
     if services.model.mode == "echo":
         logger.warning(ECHO_NOTICE)
+    if not services.keys.enabled:
+        logger.warning("no API_KEYS set: the API is open to anyone who can reach it")
     logger.info(
         "model: %s (%s); tracing %s",
         services.model.name,
@@ -217,6 +242,7 @@ def get_services(request: Request) -> Services:
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
+CallerDep = Annotated[Principal, Depends(principal)]
 
 
 def _chatkit_database(settings: Settings) -> SQLiteFile | PostgresDatabase:
@@ -330,13 +356,18 @@ def _overall(checks: dict[str, Check]) -> Literal["healthy", "degraded", "unheal
     return "healthy"
 
 
-async def chat(body: ChatRequest, services: ServicesDep) -> Any:
+async def chat(
+    body: ChatRequest, request: Request, services: ServicesDep, caller: CallerDep
+) -> Any:
     """Send a message; the reply streams back as Server-Sent Events (see the 200 response)."""
+    await enforce(services.rate_limiter, rate_identity(request, caller))
     limit = services.settings.max_message_chars
     if len(body.message) > limit:
         raise MessageTooLongError(len(body.message), limit)
     session_id = body.session_id or secrets.token_urlsafe(18)
-    lease = await services.sessions.begin_turn(session_id, owner=None)
+    lease = await services.sessions.begin_turn(
+        session_id, owner=caller.owner, creator=caller.key_id
+    )
     tags = current_request.get()
     if tags is not None:
         tags.session_id = session_id
@@ -429,23 +460,27 @@ async def demo_page() -> FileResponse:
     return FileResponse(DEMO_PAGE, media_type="text/html")
 
 
-async def list_sessions(services: ServicesDep) -> SessionList:
+async def list_sessions(services: ServicesDep, caller: CallerDep) -> SessionList:
     """Active conversations (across all workers with a shared store), least recent first."""
-    sessions = [_session_info(m) for m in await services.sessions.list(owner=None)]
+    sessions = [_session_info(m) for m in await services.sessions.list(owner=caller.owner)]
     return SessionList(sessions=sessions, count=len(sessions))
 
 
-async def get_session(session_id: SessionIdPath, services: ServicesDep) -> SessionHistory:
+async def get_session(
+    session_id: SessionIdPath, services: ServicesDep, caller: CallerDep
+) -> SessionHistory:
     """One conversation and its history as role/content messages."""
-    meta = await services.sessions.get(session_id, owner=None)
+    meta = await services.sessions.get(session_id, owner=caller.owner)
     items = await services.sessions.items(session_id)
     info = _session_info(meta).model_dump()
     return SessionHistory.model_validate(info | {"messages": history_messages(items)})
 
 
-async def delete_session(session_id: SessionIdPath, services: ServicesDep) -> SessionDeleted:
+async def delete_session(
+    session_id: SessionIdPath, services: ServicesDep, caller: CallerDep
+) -> SessionDeleted:
     """Stop the conversation's running turn, if any, then forget the conversation."""
-    meta = await services.sessions.forget(session_id, owner=None)
+    meta = await services.sessions.forget(session_id, owner=caller.owner)
     return SessionDeleted(session_id=session_id, deleted=True, cancelled_turn=meta.busy)
 
 

@@ -21,6 +21,7 @@ from fastapi.responses import Response, StreamingResponse
 from openai import AsyncOpenAI, OpenAIError
 from pydantic import BaseModel, Field, ValidationError
 
+from auth import Principal
 from chatkit_server import (
     CHATKIT_REQUEST,
     ChatKitRequestContext,
@@ -32,10 +33,13 @@ from errors import (
     ChatKitItemNotFoundError,
     ChatKitRequestError,
     HostedChatKitUnavailableError,
+    ThreadForbiddenError,
     ThreadNotFoundError,
     UpstreamError,
 )
 from logs import current_request
+from rate_limit import RateLimiter, enforce
+from requests_context import principal, rate_identity
 from schemas import ErrorBody
 from settings import Settings
 
@@ -61,8 +65,15 @@ def _settings(request: Request) -> Settings:
     return settings
 
 
+def _limits(request: Request) -> RateLimiter | None:
+    limiter: RateLimiter | None = request.app.state.services.rate_limiter
+    return limiter
+
+
 Server = Annotated[TownHallChatKitServer, Depends(_server)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
+Caller = Annotated[Principal, Depends(principal)]
+Limits = Annotated[RateLimiter | None, Depends(_limits)]
 
 
 def chatkit_router() -> APIRouter:
@@ -77,18 +88,27 @@ def chatkit_router() -> APIRouter:
             409: {"model": ErrorBody},
         },
     )
-    async def chatkit(request: Request, server: Server) -> Response:
+    async def chatkit(request: Request, server: Server, caller: Caller, limits: Limits) -> Response:
         """The ChatKit protocol, for a ChatKit widget pointed at this server."""
+        await enforce(limits, rate_identity(request, caller))
         body = await request.body()
         try:
             parsed = CHATKIT_REQUEST.validate_json(body)
         except ValidationError as invalid:
             raise ChatKitRequestError(_describe(invalid)) from None
         thread_id = thread_id_of(parsed)
-        if thread_id is not None and not await server.threads.thread_exists(thread_id):
-            raise ThreadNotFoundError(thread_id)
+        if thread_id is not None:
+            exists, thread_owner = await server.threads.thread_owner(thread_id)
+            if not exists:
+                raise ThreadNotFoundError(thread_id)
+            if caller.owner is not None and thread_owner != caller.owner:
+                raise ThreadForbiddenError(thread_id)
         tags = current_request.get()
-        context = ChatKitRequestContext(request_id=tags.request_id if tags else "-")
+        context = ChatKitRequestContext(
+            request_id=tags.request_id if tags else "-",
+            owner=caller.owner,
+            creator=caller.key_id,
+        )
         if not is_streaming_req(parsed):
             return await _answer(server, body, context)
         if thread_id is not None:

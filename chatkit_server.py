@@ -48,6 +48,8 @@ CHATKIT_REQUEST = TypeAdapter[ChatKitReq](ChatKitReq)
 @dataclass(frozen=True)
 class ChatKitRequestContext:
     request_id: str
+    owner: str | None = None  # what the caller may see (None: everything)
+    creator: str | None = None  # the key id recorded on threads this request creates
 
 
 class ChatKitActivity:

@@ -17,6 +17,7 @@ from pydantic import TypeAdapter
 CHATKIT_SCHEMA = """
 CREATE TABLE IF NOT EXISTS chatkit_threads (
     id TEXT PRIMARY KEY,
+    owner TEXT,
     created_at TEXT NOT NULL,
     data TEXT NOT NULL
 );
@@ -68,35 +69,41 @@ class ChatKitStore(Store[Any]):
             raise NotFoundError(f"Thread {thread_id} not found")
         return ThreadMetadata.model_validate_json(row[0])
 
-    async def thread_exists(self, thread_id: str) -> bool:
-        row = await self.db.fetchone("SELECT 1 FROM chatkit_threads WHERE id = ?", (thread_id,))
-        return row is not None
+    async def thread_owner(self, thread_id: str) -> tuple[bool, str | None]:
+        """Whether the thread exists, and the key id that created it."""
+        row = await self.db.fetchone("SELECT owner FROM chatkit_threads WHERE id = ?", (thread_id,))
+        return (row is not None, row[0] if row is not None else None)
 
     async def save_thread(self, thread: ThreadMetadata, context: Any) -> None:
         data = ThreadMetadata.model_validate(thread.model_dump()).model_dump_json()
+        # The owner is set when the thread is created and never changed by an update.
         await self.db.execute(
-            "INSERT INTO chatkit_threads (id, created_at, data) VALUES (?, ?, ?) "
+            "INSERT INTO chatkit_threads (id, owner, created_at, data) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (id) DO UPDATE SET data = excluded.data",
-            (thread.id, _sortable(thread.created_at), data),
+            (thread.id, getattr(context, "creator", None), _sortable(thread.created_at), data),
         )
 
     async def load_threads(
         self, limit: int, after: str | None, order: str, context: Any
     ) -> Page[ThreadMetadata]:
         descending = order == "desc"
-        cursor = ""
+        conditions: list[str] = []
         params: list[Any] = []
+        owner = getattr(context, "owner", None)
+        if owner is not None:
+            conditions.append("owner = ?")
+            params.append(owner)
         if after is not None:
             anchor = await self.db.fetchone(
                 "SELECT created_at FROM chatkit_threads WHERE id = ?", (after,)
             )
             if anchor is not None:
-                op = "<" if descending else ">"
-                cursor = f"WHERE (created_at, id) {op} (?, ?)"
-                params = [anchor[0], after]
+                conditions.append(f"(created_at, id) {'<' if descending else '>'} (?, ?)")
+                params += [anchor[0], after]
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
         direction = "DESC" if descending else "ASC"
         rows = await self.db.fetchall(
-            f"SELECT id, data FROM chatkit_threads {cursor} "
+            f"SELECT id, data FROM chatkit_threads {where} "
             f"ORDER BY created_at {direction}, id {direction} LIMIT ?",
             (*params, limit + 1),
         )

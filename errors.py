@@ -38,6 +38,25 @@ class SessionNotFoundError(AppError):
         super().__init__(f"No session with id {session_id!r}.")
 
 
+class RateLimitedError(AppError):
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            f"Too many requests; try again in {retry_after} seconds.",
+            headers={"Retry-After": str(retry_after)},
+        )
+
+
+class ThreadForbiddenError(AppError):
+    status_code = 403
+    code = "thread_forbidden"
+
+    def __init__(self, thread_id: str) -> None:
+        super().__init__(f"Thread {thread_id!r} belongs to another API key.")
+
+
 class SessionForbiddenError(AppError):
     status_code = 403
     code = "session_forbidden"

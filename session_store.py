@@ -11,7 +11,8 @@ conversation at once, and a crashed worker's lock lapses on its own. If a holder
 gone (the conversation was deleted elsewhere, or the lock lapsed) it cancels its turn.
 
 Owners: with API keys on, each conversation records the key (by its id, never the key) that
-created it; `owner=None` means "no restriction" (auth off, or the admin key).
+created it (`creator`); `owner` is what the caller may reach: None means "no restriction" (auth
+off, or the admin key), otherwise only conversations recorded with that key id.
 """
 
 from __future__ import annotations
@@ -67,7 +68,9 @@ class SessionStore(Protocol):
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...
-    async def begin_turn(self, session_id: str, owner: str | None) -> TurnLease: ...
+    async def begin_turn(
+        self, session_id: str, owner: str | None, creator: str | None = None
+    ) -> TurnLease: ...
     async def end_turn(self, lease: TurnLease, *, completed: bool) -> None: ...
     async def get(self, session_id: str, owner: str | None) -> SessionMeta: ...
     async def items(self, session_id: str) -> list[TResponseInputItem]: ...
@@ -123,11 +126,13 @@ class MemorySessionStore:
     async def close(self) -> None:
         return None
 
-    async def begin_turn(self, session_id: str, owner: str | None) -> TurnLease:
+    async def begin_turn(
+        self, session_id: str, owner: str | None, creator: str | None = None
+    ) -> TurnLease:
         existing = self.registry.peek(session_id)
         if existing is not None:
             check_owner(session_id, existing.owner, owner)
-        conversation = self.registry.begin_turn(session_id, owner)
+        conversation = self.registry.begin_turn(session_id, creator or owner)
         lease = TurnLease(session_id, conversation.history, conversation.owner)
         conversation.cancel_turn = lease.cancel
         return lease

@@ -73,13 +73,15 @@ class RedisSessionStore:
             task.cancel()
         await self.redis.aclose()
 
-    async def begin_turn(self, session_id: str, owner: str | None) -> TurnLease:
+    async def begin_turn(
+        self, session_id: str, owner: str | None, creator: str | None = None
+    ) -> TurnLease:
         token = secrets.token_hex(16)
         lock = self._key("lock", session_id)
         if not await self.redis.set(lock, token, nx=True, px=self.lock_ms):
             raise SessionBusyError(session_id)
         try:
-            recorded_owner = await self._touch_or_create(session_id, owner)
+            recorded_owner = await self._touch_or_create(session_id, owner, creator or owner)
         except BaseException:
             await self.redis.eval(RELEASE, 1, lock, token)
             raise
@@ -87,7 +89,9 @@ class RedisSessionStore:
         self._renewers[token] = asyncio.create_task(self._renew(lease))
         return lease
 
-    async def _touch_or_create(self, session_id: str, owner: str | None) -> str | None:
+    async def _touch_or_create(
+        self, session_id: str, owner: str | None, creator: str | None
+    ) -> str | None:
         meta_key = self._key("meta", session_id)
         now = time.time()
         meta = await self.redis.hgetall(meta_key)
@@ -95,7 +99,7 @@ class RedisSessionStore:
             check_owner(session_id, meta.get("owner") or None, owner)
         else:
             await self._make_room(session_id)
-            meta = {"owner": owner or "", "created_at": repr(now), "turns": "0"}
+            meta = {"owner": creator or "", "created_at": repr(now), "turns": "0"}
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(meta_key, mapping={**meta, "last_active": repr(now)})
             pipe.expire(meta_key, self.ttl)

@@ -104,7 +104,9 @@ class SQLSessionStore:
         async with self.engine.begin() as conn:
             return await conn.execute(text(sql), params)
 
-    async def begin_turn(self, session_id: str, owner: str | None) -> TurnLease:
+    async def begin_turn(
+        self, session_id: str, owner: str | None, creator: str | None = None
+    ) -> TurnLease:
         now = time.time()
         row = (
             await self._run(
@@ -119,7 +121,7 @@ class SQLSessionStore:
                 "INSERT INTO townhall_sessions (session_id, owner, created_at, last_active, turns)"
                 " VALUES (:id, :owner, :now, :now, 0) ON CONFLICT (session_id) DO NOTHING",
                 id=session_id,
-                owner=owner,
+                owner=creator or owner,
                 now=now,
             )
         token = secrets.token_hex(16)
@@ -134,7 +136,7 @@ class SQLSessionStore:
         )
         if taken.rowcount != 1:
             raise SessionBusyError(session_id)
-        recorded = row.owner if row is not None else owner
+        recorded = row.owner if row is not None else creator or owner
         lease = TurnLease(session_id, self._history(session_id), recorded, token)
         self._renewers[token] = asyncio.create_task(self._renew(lease))
         return lease

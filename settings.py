@@ -44,6 +44,9 @@ class Settings(BaseModel):
     session_ttl_seconds: float = Field(3600, gt=0)
     session_store: str = "memory"
     session_lock_seconds: float = Field(30, gt=0)
+    api_keys: SecretStr | None = None
+    admin_key: SecretStr | None = None
+    rate_limit_per_minute: int = Field(60, ge=0)
     redis_key_prefix: str = Field("townhall", pattern=r"^[A-Za-z0-9_\-.:]{1,64}$")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     tracing: Literal["auto", "off"] = "auto"
@@ -66,6 +69,8 @@ class Settings(BaseModel):
         "supabase_url",
         "supabase_service_key",
         "chatkit_workflow_id",
+        "api_keys",
+        "admin_key",
         mode="before",
     )
     @classmethod
@@ -110,6 +115,11 @@ class Settings(BaseModel):
             missing = "SUPABASE_SERVICE_KEY" if self.supabase_url else "SUPABASE_URL"
             raise ValueError(f"{missing} is required when the other Supabase setting is set")
         return self
+
+    @property
+    def api_key_list(self) -> list[str]:
+        raw = self.api_keys.get_secret_value() if self.api_keys else ""
+        return [key.strip() for key in raw.split(",") if key.strip()]
 
     @property
     def record_backend(self) -> Literal["supabase", "postgresql", "sqlite"]:
