@@ -11,7 +11,7 @@ import contextlib
 import logging
 import secrets
 import tomllib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,7 +32,7 @@ import sse_frames
 from agents_def import ModelChoice, build_town_hall_agent, choose_model, model_settings
 from app_context import AppContext
 from auth import AuthMiddleware, KeyRing, Principal
-from chatkit_api import chatkit_router
+from chatkit_api import chatkit_request_schema, chatkit_router
 from chatkit_server import TownHallChatKitServer
 from chatkit_store import CHATKIT_SCHEMA, ChatKitStore
 from errors import AppError, MessageTooLongError, error_body, install_error_handlers
@@ -153,6 +153,7 @@ def create_app(
         lifespan=_lifespan,
     )
     app.state.services = services
+    app.openapi = _openapi_with_limits(app, settings)  # type: ignore[method-assign]
     install_error_handlers(app)
     app.include_router(_routes())
     app.include_router(chatkit_router())
@@ -169,6 +170,29 @@ def create_app(
     )
     app.add_middleware(RequestLogMiddleware)
     return app
+
+
+def _openapi_with_limits(app: FastAPI, settings: Settings) -> Callable[[], dict[str, Any]]:
+    """The OpenAPI document, with the limits this app was configured with filled in."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            components = schema["components"]["schemas"]
+            components["ChatRequest"]["properties"]["message"]["maxLength"] = (
+                settings.max_message_chars
+            )
+            # The JSON reply of `"stream": false`, referenced from POST /chat's 200 response.
+            reply = ChatReply.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(reply.pop("$defs", {}))
+            components["ChatReply"] = reply
+            chatkit_request, definitions = chatkit_request_schema()
+            components.update(definitions)
+            components["ChatKitRequest"] = chatkit_request
+        return app.openapi_schema or {}
+
+    return openapi
 
 
 def _secret(value: SecretStr | None) -> str | None:
@@ -524,13 +548,38 @@ SSE_EXAMPLE = (
     "data: [DONE]\n\n"
 )
 
+SSE_EVENT_SCHEMA = {
+    "type": "object",
+    "description": "One Server-Sent Event: a named event with JSON data, or reply text.",
+    "properties": {
+        "event": {
+            "type": "string",
+            "enum": [
+                "message",
+                sse_frames.SESSION,
+                sse_frames.TOOL_CALL,
+                sse_frames.TOOL_RESULT,
+                sse_frames.AGENT,
+                sse_frames.ERROR,
+                sse_frames.DONE,
+            ],
+            "description": "Not sent for reply text and the final [DONE]: parsers read that as "
+            "the SSE default, `message`.",
+        },
+        "data": {"type": "string"},
+    },
+    "required": ["data"],
+}
+
 _CHAT_DOCS: dict[str, Any] = {
     "response_class": EventSourceResponse,
     "responses": {
         200: {
             "description": SSE_DESCRIPTION,
             "content": {
-                "text/event-stream": {"schema": {"type": "string"}, "example": SSE_EXAMPLE},
+                # Before OpenAPI 3.2, the schema of an event stream describes one event.
+                "text/event-stream": {"schema": SSE_EVENT_SCHEMA, "example": SSE_EXAMPLE},
+                "application/json": {"schema": {"$ref": "#/components/schemas/ChatReply"}},
             },
         },
         409: {"model": ErrorBody, "description": "The session is answering another message."},

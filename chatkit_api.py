@@ -11,15 +11,28 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any, Union
 
 from chatkit.server import StreamingResult
 from chatkit.store import NotFoundError
-from chatkit.types import is_streaming_req
+from chatkit.types import (
+    ErrorCode,
+    ErrorEvent,
+    ItemsFeedbackReq,
+    ItemsListReq,
+    ThreadsAddUserMessageReq,
+    ThreadsCreateReq,
+    ThreadsDeleteReq,
+    ThreadsGetByIdReq,
+    ThreadsListReq,
+    ThreadsRetryAfterItemReq,
+    ThreadsUpdateReq,
+    is_streaming_req,
+)
 from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import Response, StreamingResponse
 from openai import AsyncOpenAI, OpenAIError
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from auth import Principal
 from chatkit_server import (
@@ -44,6 +57,41 @@ from schemas import ErrorBody
 from settings import Settings
 
 logger = logging.getLogger(__name__)
+
+
+# What this server answers. The rest of the protocol (attachments, transcription, widget actions,
+# client tools, structured input) needs features the town hall does not offer: 400, clearly.
+SUPPORTED_REQUESTS = (
+    ThreadsCreateReq,
+    ThreadsAddUserMessageReq,
+    ThreadsRetryAfterItemReq,
+    ThreadsGetByIdReq,
+    ThreadsListReq,
+    ThreadsUpdateReq,
+    ThreadsDeleteReq,
+    ItemsListReq,
+    ItemsFeedbackReq,
+)
+
+
+def chatkit_request_schema() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The JSON schema of the requests answered here, and the definitions it refers to."""
+    adapter: TypeAdapter[Any] = TypeAdapter(
+        Annotated[Union[SUPPORTED_REQUESTS], Field(discriminator="type")]  # type: ignore[valid-type,arg-type]  # noqa: UP007, E501
+    )
+    schema = adapter.json_schema(ref_template="#/components/schemas/{model}")
+    definitions = schema.pop("$defs", {})
+    # A `type` tag has a default in chatkit's models, but it is a union's discriminator: pydantic
+    # refuses a request without it, so the published schema requires it too.
+    for definition in definitions.values():
+        tag = definition.get("properties", {}).get("type", {})
+        if "const" in tag:
+            definition["required"] = sorted({*definition.get("required", []), "type"})
+    definitions["UserMessageInput"]["properties"]["attachments"]["maxItems"] = 0  # no uploads here
+    return schema, definitions
+
+
+STREAM_FAILED = ErrorEvent(code=ErrorCode.STREAM_ERROR, allow_retry=True)
 
 
 class HostedSessionRequest(BaseModel):
@@ -81,8 +129,29 @@ def chatkit_router() -> APIRouter:
 
     @router.post(
         "/chatkit",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/ChatKitRequest"}}
+                },
+            }
+        },
         responses={
-            200: {"description": "ChatKit JSON, or a ChatKit event stream for streaming ops."},
+            200: {
+                "description": "ChatKit JSON, or for streaming ops a stream of ChatKit events, "
+                "each a `data:` line of JSON (a ThreadStreamEvent).",
+                "content": {
+                    "application/json": {"schema": {"type": "object"}},
+                    "text/event-stream": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {"data": {"type": "string"}},
+                            "required": ["data"],
+                        }
+                    },
+                },
+            },
             400: {"model": ErrorBody},
             404: {"model": ErrorBody},
             409: {"model": ErrorBody},
@@ -96,6 +165,11 @@ def chatkit_router() -> APIRouter:
             parsed = CHATKIT_REQUEST.validate_json(body)
         except ValidationError as invalid:
             raise ChatKitRequestError(_describe(invalid)) from None
+        if not isinstance(parsed, SUPPORTED_REQUESTS):
+            raise ChatKitRequestError(f"{parsed.type} is not supported by this server.")
+        message_input = getattr(getattr(parsed, "params", None), "input", None)
+        if getattr(message_input, "attachments", None):
+            raise ChatKitRequestError("This server does not accept attachments.")
         thread_id = thread_id_of(parsed)
         if thread_id is not None:
             exists, thread_owner = await server.threads.thread_owner(thread_id)
@@ -182,6 +256,10 @@ async def _stream(
     try:
         async for chunk in result:
             yield chunk
+    except Exception:
+        # The status is already 200: end the stream with a protocol error event rather than
+        # cutting it off (ChatKitServer has logged the traceback).
+        yield b"data: " + STREAM_FAILED.model_dump_json().encode() + b"\n\n"
     finally:
         if thread_id is not None:
             server.release(thread_id)

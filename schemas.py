@@ -17,10 +17,15 @@ class ChatRequest(BaseModel):
     """A resident's message. Unknown fields are ignored."""
 
     message: str = Field(
-        description="What the resident wrote.", examples=["Hello from the backend"]
+        min_length=1,
+        description="What the resident wrote (not blank; at most MAX_MESSAGE_CHARS characters).",
+        examples=["Hello from the backend"],
+        # Documented for clients and schema-driven tests; the validator below gives the error.
+        json_schema_extra={"pattern": r"\S"},
     )
     session_id: str | None = Field(
         None,
+        json_schema_extra={"pattern": SESSION_ID_PATTERN, "minLength": 1, "maxLength": 128},
         description=f"Conversation to continue ({SESSION_ID_RULE}); omitted: a new one.",
         examples=["test123"],
     )
