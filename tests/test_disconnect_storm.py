@@ -1,0 +1,117 @@
+"""A disconnect storm: 200 clients that drop mid-stream. Afterwards no task is left running, every
+session is unlocked and usable, no upstream stream stays open, and memory settles."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+from fake_openai import FakeOpenAI
+from processes import clean_env, server_processes
+from support import live_server, make_settings, wait_for
+
+from api import create_app
+
+CLIENTS = 200
+
+
+async def drop_after_first_token(client: httpx.AsyncClient, session_id: str) -> bool:
+    """Start a turn, read until the first text arrives, then hang up."""
+    async with client.stream(
+        "POST", "/chat", json={"message": "tell me everything", "session_id": session_id}
+    ) as response:
+        async for line in response.aiter_lines():
+            if line.startswith("data: [1]"):
+                return True
+    return False
+
+
+async def storm(base_url: str, prefix: str) -> list[bool]:
+    limits = httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=0)
+    async with httpx.AsyncClient(base_url=base_url, timeout=30, limits=limits) as client:
+        async with asyncio.timeout(60):
+            return await asyncio.gather(
+                *(drop_after_first_token(client, f"{prefix}-{n}") for n in range(CLIENTS))
+            )
+
+
+async def test_storm_leaves_no_task_no_lock_and_no_upstream_stream() -> None:
+    fake = FakeOpenAI(tokens=2000, delay=0.01, keep_requests=False)
+    async with live_server(fake) as upstream:  # type: ignore[arg-type]
+        settings = make_settings(
+            openai_api_key="sk-fake",
+            openai_base_url=f"{upstream}/v1",
+            openai_api="responses",
+            model="fake",
+            rate_limit_per_minute=0,
+        )
+        app = create_app(settings)
+        registry = app.state.services.registry
+        async with live_server(app) as base_url:
+            # One ordinary stream first: sse-starlette starts one shutdown watcher per event loop.
+            async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+                fake.tokens = 3
+                assert (await client.post("/chat", json={"message": "warm up"})).status_code == 200
+                fake.tokens = 2000
+            baseline = len(asyncio.all_tasks())
+            reached = await storm(base_url, "s")
+            await wait_for(lambda: not any(c.busy for c in registry.list()), limit=10)
+            await wait_for(lambda: fake.open_streams == 0, limit=10)
+            await wait_for(lambda: len(asyncio.all_tasks()) <= baseline, limit=10)
+            fake.tokens, fake.delay = 3, 0.0
+            async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+                follow_ups = await asyncio.gather(
+                    *(
+                        client.post(
+                            "/chat",
+                            json={
+                                "message": "still there?",
+                                "session_id": f"s-{n}",
+                                "stream": False,
+                            },
+                        )
+                        for n in range(CLIENTS)
+                    )
+                )
+    assert all(reached)
+    assert len(registry.list()) == CLIENTS + 1
+    assert [r.status_code for r in follow_ups] == [200] * CLIENTS
+    assert all(r.json()["reply"].startswith("[2]") for r in follow_ups)
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+async def test_memory_settles_after_repeated_storms(tmp_path: Path) -> None:
+    """RSS after three more storms stays within 10% of RSS after the first (a leak would grow
+    with every storm; the first one pays for warm-up: imports, pools, caches)."""
+    fake = FakeOpenAI(tokens=2000, delay=0.01, keep_requests=False)
+    async with live_server(fake) as upstream:  # type: ignore[arg-type]
+        env = clean_env(
+            OPENAI_API_KEY="sk-fake",
+            OPENAI_BASE_URL=f"{upstream}/v1",
+            OPENAI_API="responses",
+            MODEL="fake",
+            RATE_LIMIT_PER_MINUTE="0",
+            LOG_LEVEL="WARNING",
+            DATABASE_URL=f"sqlite:///{tmp_path}/r.db",
+            OUTBOX_PATH=str(tmp_path / "o.db"),
+        )
+        async with server_processes([env], tmp_path) as (server,):
+            await storm(server.base_url, "warm")
+            await wait_for(lambda: fake.open_streams == 0, limit=10)
+            settled = rss_kib(server.process.pid)
+            for round_ in range(3):
+                await storm(server.base_url, f"round{round_}")
+                await wait_for(lambda: fake.open_streams == 0, limit=10)
+            after = rss_kib(server.process.pid)
+            async with httpx.AsyncClient(base_url=server.base_url) as client:
+                sessions = (await client.get("/sessions")).json()
+    assert sessions["count"] == 4 * CLIENTS
+    assert not any(s["busy"] for s in sessions["sessions"])
+    assert after <= settled * 1.10, f"RSS grew from {settled} KiB to {after} KiB"
