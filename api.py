@@ -368,7 +368,7 @@ async def _record_checks(desk: RecordDesk) -> dict[str, Check]:
             required=False,
             detail={"backend": state["backend"], "last_error": state["last_error"]},
         ),
-        "outbox": Check(status="ok", detail={"depth": state["outbox_depth"]}),
+        "outbox": Check(status="ok", detail={"depth": state["outbox_depth"], **state["counters"]}),
     }
 
 

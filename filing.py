@@ -62,6 +62,8 @@ class RecordDesk:
         self.retry_base = retry_base
         self.retry_max = retry_max
         self.state = StoreState()
+        # Since start-up: records stored directly, queued in the outbox, and synced from it.
+        self.counters = {"stored": 0, "queued": 0, "synced": 0}
         self._clock = clock
         self._in_flight: set[asyncio.Task[Filing]] = set()
         self._same_report: dict[str, tuple[asyncio.Lock, int]] = {}
@@ -118,9 +120,11 @@ class RecordDesk:
         except Exception as error:
             self._store_failed(error, f"could not store {record.reference}; queueing it")
             reference = await self.outbox.put(record, self._clock())
+            self.counters["queued"] += 1
             self._wake.set()
             return Filing(reference, queued=True, duplicate=reference != record.reference)
         self._store_ok()
+        self.counters["stored"] += 1
         return Filing(stored, queued=False, duplicate=stored != record.reference)
 
     async def lookup(self, reference: str) -> tuple[Record, bool] | None:
@@ -152,6 +156,7 @@ class RecordDesk:
                 break
             await self.outbox.remove(record.reference)
             self._store_ok()
+            self.counters["synced"] += 1
             landed += 1
             logger.info("queued record %s reached the store", record.reference)
         return landed
@@ -185,6 +190,7 @@ class RecordDesk:
             "store": self.state.status,
             "last_error": self.state.last_error,
             "outbox_depth": await self.outbox.depth(),
+            "counters": dict(self.counters),
         }
 
     def _store_failed(self, error: BaseException, what: str) -> None:

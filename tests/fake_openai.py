@@ -81,7 +81,7 @@ class FakeOpenAI:
         self.served += 1
         if self.keep_requests:
             self.requests.append(request)
-        fault = self.faults.popleft() if self.faults else None
+        fault = (self.faults.popleft() if self.faults else None) or None  # "" means: no fault
         if fault is not None:
             self.faults_injected[fault] += 1
         if fault == "429":
@@ -91,7 +91,13 @@ class FakeOpenAI:
             await _json(send, 500, _error("server_error", "the fake broke"))
             return
         words = _answer_words(request, responses, self.tokens)
-        stream = ResponsesStream(words, next(self._ids)) if responses else ChatStream(words)
+        stream: ResponsesStream | ChatStream
+        if responses and _wants_a_report(request):
+            stream = ToolCallStream(words, next(self._ids), _report_arguments(request))
+        elif responses:
+            stream = ResponsesStream(words, next(self._ids))
+        else:
+            stream = ChatStream(words)
         await send(
             {
                 "type": "http.response.start",
@@ -272,6 +278,74 @@ class ResponsesStream:
 
     def is_token(self, index: int) -> bool:
         return self._first_token <= index < self._after_tokens
+
+
+def _wants_a_report(request: dict[str, Any]) -> bool:
+    """A last user message starting `REPORT:` that no tool output has answered yet."""
+    items = request.get("input")
+    if not isinstance(items, list):
+        return False
+    for item in reversed(items):
+        if isinstance(item, dict) and item.get("type") == "function_call_output":
+            return False
+        if isinstance(item, dict) and item.get("role") == "user":
+            return str(item.get("content", "")).startswith("REPORT:")
+    return False
+
+
+def _report_arguments(request: dict[str, Any]) -> dict[str, Any]:
+    text = _user_texts(request, True)[-1].removeprefix("REPORT:").strip() or "something"
+    return {
+        "category": "pothole",
+        "description": f"Pothole reported: {text}",
+        "location": f"Main Street {len(text)}",
+        "severity": 3,
+        "occurred_at": None,
+        "people_involved": None,
+        "reporter_name": None,
+        "reporter_contact": None,
+    }
+
+
+class ToolCallStream(ResponsesStream):
+    """A response that calls `report_incident` (for end-to-end runs that file records)."""
+
+    def __init__(self, words: list[str], n: int, arguments: dict[str, Any]) -> None:
+        super().__init__(words, n)
+        self.arguments = json.dumps(arguments, separators=(",", ":"))
+        self.call = {
+            "id": f"fc_fake_{n}",
+            "call_id": f"call_fake_{n}",
+            "type": "function_call",
+            "name": "report_incident",
+            "arguments": "",
+            "status": "in_progress",
+        }
+
+    def chunks(self) -> list[bytes]:
+        done = self.call | {"arguments": self.arguments, "status": "completed"}
+        where = {"item_id": self.call["id"], "output_index": 0}
+        self._first_token = self._after_tokens = 0
+        return [
+            self.head(),
+            self._event(
+                {"type": "response.output_item.added", "output_index": 0, "item": self.call}
+            ),
+            self._event(
+                {"type": "response.function_call_arguments.delta", "delta": self.arguments, **where}
+            ),
+            self._event(
+                {
+                    "type": "response.function_call_arguments.done",
+                    "arguments": self.arguments,
+                    **where,
+                }
+            ),
+            self._event({"type": "response.output_item.done", "output_index": 0, "item": done}),
+            self._event(
+                {"type": "response.completed", "response": self._response("completed", [done])}
+            ),
+        ]
 
 
 class ChatStream:

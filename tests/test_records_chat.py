@@ -276,7 +276,12 @@ async def test_root_and_health_report_the_record_store() -> None:
         "required": False,
         "detail": {"backend": "sqlite", "last_error": None},
     }
-    assert health["checks"]["outbox"]["detail"] == {"depth": 0}
+    assert health["checks"]["outbox"]["detail"] == {
+        "depth": 0,
+        "stored": 0,
+        "queued": 0,
+        "synced": 0,
+    }
 
 
 async def test_parallel_identical_filings_write_one_row() -> None:

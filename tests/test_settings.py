@@ -66,3 +66,12 @@ def test_model_choice_follows_the_settings() -> None:
     assert (choice.mode, choice.name) == ("compatible", "qwen2.5")
     assert choice.client is not None and str(choice.client.base_url).startswith("http://127.0.0.1")
     assert "sk-test" not in repr(key_only)
+
+
+def test_env_example_lists_every_setting_and_parses() -> None:
+    import re
+
+    example = Path(__file__).resolve().parent.parent / ".env.example"
+    names = {m.group(1) for m in re.finditer(r"^([A-Z_]+)=", example.read_text(), re.MULTILINE)}
+    assert names == {field.upper() for field in Settings.model_fields}
+    assert Settings.from_env({}, env_file=example).model_mode == "echo"
