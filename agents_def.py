@@ -18,7 +18,6 @@ from agents import (
     ModelRetrySettings,
     ModelSettings,
     OpenAIChatCompletionsModel,
-    OpenAIResponsesModel,
     Tool,
     retry_policies,
 )
@@ -26,6 +25,7 @@ from openai import AsyncOpenAI
 
 from app_context import AppContext
 from echo_model import ECHO_MODEL_NAME, EchoModel
+from lean_stream import LeanResponsesModel
 from settings import Settings
 from tools import TOWN_HALL_TOOLS
 
@@ -89,7 +89,7 @@ def choose_model(settings: Settings) -> ModelChoice:
     )
     model: Model
     if settings.model_api == "responses":
-        model = OpenAIResponsesModel(model=settings.model, openai_client=client)
+        model = LeanResponsesModel(model=settings.model, openai_client=client)
     else:
         model = OpenAIChatCompletionsModel(model=settings.model, openai_client=client)
     return ModelChoice(model, settings.model_mode, settings.model, client)

@@ -1,0 +1,156 @@
+"""A lean decoder for the Responses API's event stream, and the model class that uses it.
+
+The `openai` client turns every streamed event into a typed object by matching it against a
+union of some sixty event types; at streaming speed that, not the network, is where a worker's
+time goes. Here the event's `type` is read first: text and argument deltas, nearly all of a
+stream, are built without validation (their shape is fixed and small); every other event is
+validated in full, as the client would. Deltas that arrived in the same network read are also
+merged into one, so the Agents SDK and the SSE writer handle one event where there were several.
+Merging never waits for more data: a delta is passed on as soon as its read is decoded.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from agents.models.openai_responses import OpenAIResponsesModel, _ResponseStreamWithRequestId
+from openai.types.responses import (
+    ResponseFunctionCallArgumentsDeltaEvent,
+    ResponseStreamEvent,
+    ResponseTextDeltaEvent,
+)
+from pydantic import TypeAdapter
+
+_ANY_EVENT: TypeAdapter[ResponseStreamEvent] = TypeAdapter(ResponseStreamEvent)
+_TEXT_DELTA = "response.output_text.delta"
+_ARGUMENTS_DELTA = "response.function_call_arguments.delta"
+
+
+class StreamDecodeError(ValueError):
+    """The upstream sent an event that is not JSON."""
+
+
+def decode_event(payload: bytes) -> ResponseStreamEvent | None:
+    """One SSE event's bytes (its lines, without the blank line) to a typed event, or None."""
+    data = b"\n".join(
+        line[6:] if line.startswith(b"data: ") else line[5:]
+        for line in payload.split(b"\n")
+        if line.startswith(b"data:")
+    )
+    if not data or data == b"[DONE]":
+        return None
+    try:
+        fields: dict[str, Any] = json.loads(data)
+    except ValueError as error:
+        raise StreamDecodeError("the model stream sent an event that is not JSON") from error
+    kind = fields.get("type")
+    if kind == _TEXT_DELTA:
+        fields.setdefault("logprobs", [])
+        return ResponseTextDeltaEvent.model_construct(**fields)
+    if kind == _ARGUMENTS_DELTA:
+        return ResponseFunctionCallArgumentsDeltaEvent.model_construct(**fields)
+    return _ANY_EVENT.validate_python(fields)
+
+
+def coalesce(events: list[ResponseStreamEvent]) -> list[ResponseStreamEvent]:
+    """Merge runs of text deltas of the same content part into one delta each."""
+    merged: list[Any] = []
+    for event in events:
+        last: Any = merged[-1] if merged else None
+        current: Any = event
+        if (
+            last is not None
+            and current.type == _TEXT_DELTA
+            and last.type == _TEXT_DELTA
+            and current.item_id == last.item_id
+            and current.content_index == last.content_index
+        ):
+            merged[-1] = ResponseTextDeltaEvent.model_construct(
+                type=_TEXT_DELTA,
+                item_id=current.item_id,
+                output_index=current.output_index,
+                content_index=current.content_index,
+                delta=last.delta + current.delta,
+                logprobs=[*(last.logprobs or []), *(current.logprobs or [])],
+                sequence_number=current.sequence_number,
+            )
+        else:
+            merged.append(current)
+    return merged
+
+
+async def decode_stream(chunks: AsyncIterator[bytes]) -> AsyncIterator[ResponseStreamEvent]:
+    """Typed events from the raw bytes of a Responses API stream, merged per network read."""
+    buffer = b""
+    async for chunk in chunks:
+        buffer += chunk
+        if b"\r" in buffer:  # CRLF line ends; one may straddle two reads, so fix the buffer
+            buffer = buffer.replace(b"\r\n", b"\n")
+        if b"\n\n" not in buffer:
+            continue
+        *complete, buffer = buffer.split(b"\n\n")
+        events = [event for raw in complete if (event := decode_event(raw)) is not None]
+        for event in coalesce(events):
+            yield event
+    if buffer.strip():
+        event = decode_event(buffer)
+        if event is not None:
+            yield event
+
+
+class LeanResponsesModel(OpenAIResponsesModel):
+    """OpenAIResponsesModel reading its stream with decode_stream instead of the client's parser.
+
+    Requests, retries, tracing and errors before the stream starts are the SDK's and the
+    client's own; only the decoding of a successful stream differs.
+    """
+
+    async def _fetch_response(  # type: ignore[override]
+        self,
+        system_instructions: Any,
+        input: Any,
+        model_settings: Any,
+        tools: Any,
+        output_schema: Any,
+        handoffs: Any,
+        previous_response_id: str | None = None,
+        conversation_id: str | None = None,
+        stream: bool = False,
+        prompt: Any = None,
+    ) -> Any:
+        if not stream:
+            return await super()._fetch_response(
+                system_instructions,
+                input,
+                model_settings,
+                tools,
+                output_schema,
+                handoffs,
+                previous_response_id=previous_response_id,
+                conversation_id=conversation_id,
+                stream=False,
+                prompt=prompt,
+            )
+        create_kwargs = self._build_response_create_kwargs(
+            system_instructions=system_instructions,
+            input=input,
+            model_settings=model_settings,
+            tools=tools,
+            output_schema=output_schema,
+            handoffs=handoffs,
+            previous_response_id=previous_response_id,
+            conversation_id=conversation_id,
+            stream=True,
+            prompt=prompt,
+        )
+        opening = self._get_client().responses.with_streaming_response.create(**create_kwargs)
+        api_response = await opening.__aenter__()
+        # The SDK's own wrapper: it attaches the request id and closes the HTTP response when the
+        # stream ends or the run is cancelled.
+        return _ResponseStreamWithRequestId(
+            decode_stream(api_response.http_response.aiter_bytes()),
+            request_id=getattr(api_response, "request_id", None),
+            cleanup=lambda: opening.__aexit__(None, None, None),
+        )
