@@ -62,7 +62,7 @@ from session_store import SessionMeta, SessionStore, TurnLease, choose_session_s
 from sessions import Clock, SessionRegistry, history_messages
 from settings import Settings, sqlite_path
 from sqlite_file import SQLiteFile
-from sse_frames import Frame, NamedEvent, TextDelta
+from sse_frames import Frame, NamedEvent, SSEResponse, TextDelta
 from tools import TOWN_HALL_TOOLS
 from turns import TurnRunner
 
@@ -402,7 +402,7 @@ async def chat(
     frames = services.turns.stream(lease, body.message, context)
     if not body.stream:
         return await _collect(frames, turn, session_id)
-    return EventSourceResponse(
+    return SSEResponse(
         _sse_body(frames, turn),
         headers={"Cache-Control": "no-cache", "X-Session-Id": session_id},
         sep="\n",

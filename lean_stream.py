@@ -1,31 +1,39 @@
 """A lean decoder for the Responses API's event stream, and the model class that uses it.
 
 The `openai` client turns every streamed event into a typed object by matching it against a
-union of some sixty event types; at streaming speed that, not the network, is where a worker's
-time goes. Here the event's `type` is read first: text and argument deltas, nearly all of a
-stream, are built without validation (their shape is fixed and small); every other event is
-validated in full, as the client would. Deltas that arrived in the same network read are also
-merged into one, so the Agents SDK and the SSE writer handle one event where there were several.
-Merging never waits for more data: a delta is passed on as soon as its read is decoded.
+union of some sixty event types (about 40 us an event, measured here); at streaming speed that,
+not the network, is where a worker's time goes. Here the event's `type` is read first and the
+event is validated as that one type (about 1 us). An event type this version of the `openai`
+package does not know is built the client's lenient way, as the client would. Deltas that
+arrived in the same network read are also merged into one, so the Agents SDK and the SSE writer
+handle one event where there were several; merging never waits for more data.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast, get_args
 
 from agents.models.openai_responses import OpenAIResponsesModel, _ResponseStreamWithRequestId
-from openai.types.responses import (
-    ResponseFunctionCallArgumentsDeltaEvent,
-    ResponseStreamEvent,
-    ResponseTextDeltaEvent,
-)
-from pydantic import TypeAdapter
+from openai._models import construct_type
+from openai.types.responses import ResponseStreamEvent, ResponseTextDeltaEvent
+from pydantic import BaseModel
 
-_ANY_EVENT: TypeAdapter[ResponseStreamEvent] = TypeAdapter(ResponseStreamEvent)
 _TEXT_DELTA = "response.output_text.delta"
-_ARGUMENTS_DELTA = "response.function_call_arguments.delta"
+
+
+def _classes_by_type() -> dict[str, type[BaseModel]]:
+    """Each event class of the ResponseStreamEvent union, by its `type` literal."""
+    union = get_args(ResponseStreamEvent)[0]
+    classes: dict[str, type[BaseModel]] = {}
+    for event_class in get_args(union):
+        for literal in get_args(event_class.model_fields["type"].annotation):
+            classes[literal] = event_class
+    return classes
+
+
+_EVENT_CLASSES = _classes_by_type()
 
 
 class StreamDecodeError(ValueError):
@@ -45,13 +53,10 @@ def decode_event(payload: bytes) -> ResponseStreamEvent | None:
         fields: dict[str, Any] = json.loads(data)
     except ValueError as error:
         raise StreamDecodeError("the model stream sent an event that is not JSON") from error
-    kind = fields.get("type")
-    if kind == _TEXT_DELTA:
-        fields.setdefault("logprobs", [])
-        return ResponseTextDeltaEvent.model_construct(**fields)
-    if kind == _ARGUMENTS_DELTA:
-        return ResponseFunctionCallArgumentsDeltaEvent.model_construct(**fields)
-    return _ANY_EVENT.validate_python(fields)
+    event_class = _EVENT_CLASSES.get(fields.get("type"))  # type: ignore[arg-type]
+    if event_class is None:
+        return cast(ResponseStreamEvent, construct_type(type_=ResponseStreamEvent, value=fields))
+    return cast(ResponseStreamEvent, event_class.model_validate(fields))
 
 
 def coalesce(events: list[ResponseStreamEvent]) -> list[ResponseStreamEvent]:
@@ -67,14 +72,16 @@ def coalesce(events: list[ResponseStreamEvent]) -> list[ResponseStreamEvent]:
             and current.item_id == last.item_id
             and current.content_index == last.content_index
         ):
-            merged[-1] = ResponseTextDeltaEvent.model_construct(
-                type=_TEXT_DELTA,
-                item_id=current.item_id,
-                output_index=current.output_index,
-                content_index=current.content_index,
-                delta=last.delta + current.delta,
-                logprobs=[*(last.logprobs or []), *(current.logprobs or [])],
-                sequence_number=current.sequence_number,
+            merged[-1] = ResponseTextDeltaEvent.model_validate(
+                {
+                    "type": _TEXT_DELTA,
+                    "item_id": current.item_id,
+                    "output_index": current.output_index,
+                    "content_index": current.content_index,
+                    "delta": last.delta + current.delta,
+                    "logprobs": [*(last.logprobs or []), *(current.logprobs or [])],
+                    "sequence_number": current.sequence_number,
+                }
             )
         else:
             merged.append(current)
@@ -91,9 +98,16 @@ async def decode_stream(chunks: AsyncIterator[bytes]) -> AsyncIterator[ResponseS
         if b"\n\n" not in buffer:
             continue
         *complete, buffer = buffer.split(b"\n\n")
-        events = [event for raw in complete if (event := decode_event(raw)) is not None]
-        for event in coalesce(events):
-            yield event
+        events: list[ResponseStreamEvent] = []
+        try:
+            for raw in complete:
+                event = decode_event(raw)
+                if event is not None:
+                    events.append(event)
+        finally:
+            # What decoded before a broken event is still passed on, then the error.
+            for event in coalesce(events):
+                yield event
     if buffer.strip():
         event = decode_event(buffer)
         if event is not None:

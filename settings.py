@@ -50,9 +50,10 @@ class Settings(BaseModel):
     redis_key_prefix: str = Field("townhall", pattern=r"^[A-Za-z0-9_\-.:]{1,64}$")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     tracing: Literal["auto", "off"] = "auto"
-    model_timeout_seconds: float = Field(120, gt=0)
+    model_timeout_seconds: float = Field(60, gt=0)
     model_max_retries: int = Field(3, ge=0, le=10)
     model_retry_backoff_seconds: float = Field(0.5, gt=0, le=60)
+    lean_stream: bool = True
     sse_ping_seconds: float = Field(15, gt=0)
     database_url: str = "sqlite:///townhall.db"
     supabase_url: str | None = None

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import httpx2
 import openai
 from agents import (
     Agent,
@@ -52,11 +53,17 @@ def describe_failure(error: BaseException) -> TurnFailure:
         return TurnFailure(
             "model_rate_limited", "The assistant is very busy right now. Please try again shortly."
         )
-    if isinstance(error, openai.APITimeoutError | ModelTimeoutError | TimeoutError):
+    # httpx2 errors reach us unwrapped when a stream breaks after it started (lean_stream reads
+    # the raw response), so they count as the openai client's own errors do.
+    if isinstance(
+        error, openai.APITimeoutError | ModelTimeoutError | TimeoutError | httpx2.TimeoutException
+    ):
         return TurnFailure(
             "model_timeout", "The assistant took too long to answer. Please try again."
         )
-    if isinstance(error, openai.APIConnectionError | openai.InternalServerError):
+    if isinstance(
+        error, openai.APIConnectionError | openai.InternalServerError | httpx2.TransportError
+    ):
         return TurnFailure(
             "model_unavailable", "The assistant is unavailable right now. Please try again soon."
         )

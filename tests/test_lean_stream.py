@@ -93,3 +93,13 @@ async def test_a_malformed_event_raises() -> None:
 async def test_an_event_of_the_wrong_shape_is_refused_by_full_validation() -> None:
     with pytest.raises(ValueError):
         await decode(b'data: {"type": "response.completed", "response": 42}\n\n')
+
+
+async def test_events_before_a_malformed_one_in_the_same_read_still_arrive() -> None:
+    good = b"".join(ResponsesStream(["a", "b"], 5).chunks()[:5])
+    seen: list[Any] = []
+    with pytest.raises(StreamDecodeError):
+        async for event in decode_stream(chunks_of(good + b"data: {not json\n\n")):
+            seen.append(event)
+    assert [e.type for e in seen][-1] == "response.output_text.delta"
+    assert "".join(e.delta for e in seen if e.type == "response.output_text.delta") == "a b"

@@ -1,0 +1,364 @@
+"""The benchmark: our /chat against a direct relay and the plain Agents SDK, in one run.
+
+    uv run python -m bench            # the full run (a few minutes)
+    uv run python -m bench --quick    # fewer requests, concurrency up to 500
+
+Every process runs on 127.0.0.1: a fake OpenAI upstream (tests/fake_openai.py, Responses API,
+200-token answers), one uvicorn worker per variant, and this load generator. Loads are bounded in
+count and time. Prints a Markdown table (ratios are to the direct relay, measured in the same
+run) and writes it to bench/last-run.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.loadgen import StreamResult, stream_chat
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKENS = 200
+HOST = "127.0.0.1"
+
+
+@dataclass
+class Variant:
+    name: str
+    target: str  # uvicorn app path
+    env: dict[str, str] = field(default_factory=dict)
+    sessions: bool = False  # send a session id per request (our /chat keeps conversations)
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    port: int
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_mib(self) -> float:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+
+def own_rss_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        args,
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def wait_healthy(port: int, limit: float = 30) -> float:
+    started = time.perf_counter()
+    async with httpx.AsyncClient(timeout=1) as client:
+        while time.perf_counter() - started < limit:
+            try:
+                if (await client.get(f"http://{HOST}:{port}/health")).status_code == 200:
+                    return time.perf_counter() - started
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.01)
+    raise RuntimeError(f"server on {port} did not start")
+
+
+async def start_server(variant: Variant, upstream: str) -> tuple[Server, float]:
+    port = free_port()
+    env = {
+        "OPENAI_API_KEY": "sk-bench",
+        "OPENAI_BASE_URL": upstream,
+        "OPENAI_API": "responses",
+        "MODEL": "fake",
+        "TRACING": "off",
+        "LOG_LEVEL": "WARNING",
+        "RATE_LIMIT_PER_MINUTE": "0",
+        "MAX_MESSAGE_CHARS": "4000",
+        "SUPABASE_URL": "",
+        "SUPABASE_SERVICE_KEY": "",
+        **variant.env,
+    }
+    process = spawn(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            variant.target,
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        env,
+    )
+    cold = await wait_healthy(port)
+    return Server(process, port), cold
+
+
+async def control(upstream: str, **settings: Any) -> None:
+    async with httpx.AsyncClient() as client:
+        await client.post(upstream.removesuffix("/v1") + "/_control", json=settings)
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def latency(server: Server, variant: Variant, count: int) -> dict[str, float]:
+    results = []
+    for n in range(count):
+        session = f"lat-{n}" if variant.sessions else None
+        results.append(await stream_chat(HOST, server.port, "hello there friend", session))
+    ok = [r for r in results if r.ok]
+    ttft = [r.ttft * 1000 for r in ok if r.ttft is not None]
+    total = [r.total * 1000 for r in ok if r.total is not None]
+    return {
+        "ttft_p50": pct(ttft, 0.5),
+        "ttft_p99": pct(ttft, 0.99),
+        "total_p50": pct(total, 0.5),
+        "failed": len(results) - len(ok),
+    }
+
+
+async def saturation(
+    server: Server, variant: Variant, concurrency: int, seconds: float, limit: int
+) -> dict[str, float]:
+    """Tokens per second with `concurrency` clients back to back, bounded in time and count."""
+    results: list[StreamResult] = []
+    started = time.perf_counter()
+    cpu0 = server.cpu_seconds()
+    counter = iter(range(limit))
+
+    async def client() -> None:
+        for n in counter:
+            if time.perf_counter() - started > seconds:
+                return
+            session = f"sat-{n}" if variant.sessions else None
+            results.append(await stream_chat(HOST, server.port, "hello there friend", session))
+
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    wall = time.perf_counter() - started
+    words = sum(r.words for r in results if r.ok)
+    cpu = server.cpu_seconds() - cpu0
+    return {
+        "events_per_s": words / wall,
+        "cpu_ms_per_1k_events": 1000 * cpu / max(words / 1000, 1e-9),
+        "failed": sum(not r.ok for r in results),
+        "streams": len(results),
+    }
+
+
+async def hold(server: Server, variant: Variant, streams: int) -> dict[str, float]:
+    """`streams` concurrent answers at 20 ms token gaps: failures and received gaps."""
+
+    async def one(n: int) -> StreamResult:
+        await asyncio.sleep(n / streams)  # open them over one second
+        session = f"hold-{streams}-{n}" if variant.sessions else None
+        return await stream_chat(HOST, server.port, "hello there friend", session, keep_times=True)
+
+    async with asyncio.timeout(60):
+        results = await asyncio.gather(*(one(n) for n in range(streams)))
+    gaps = [gap * 1000 for r in results if r.ok for gap in r.gaps()]
+    return {
+        "failed": sum(not r.ok for r in results),
+        "gap_p50": pct(gaps, 0.5),
+        "gap_p99": pct(gaps, 0.99),
+    }
+
+
+async def idle_session_kib(count: int = 10_000) -> dict[str, float]:
+    """Memory per idle conversation (two stored messages): ours, and the SDK's SQLiteSession."""
+    from agents import SQLiteSession
+
+    from sessions import SessionRegistry
+
+    items = [
+        {"role": "user", "content": "Pothole on Main Street"},
+        {"role": "assistant", "content": "Thanks, I have noted it."},
+    ]
+
+    async def measure(make: Any) -> float:
+        # Resident memory, not tracemalloc: SQLite's own allocations are invisible to the latter.
+        gc.collect()
+        before = own_rss_kib()
+        kept = await make()
+        gc.collect()
+        grown = own_rss_kib() - before
+        del kept
+        return grown / count
+
+    async def ours() -> Any:
+        registry = SessionRegistry(max_sessions=count, ttl_seconds=3600)
+        for n in range(count):
+            conversation = registry.begin_turn(f"s{n}")
+            await conversation.history.add_items([dict(i) for i in items])
+            registry.end_turn(conversation, completed=True)
+        return registry
+
+    async def sdk() -> Any:
+        sessions = []
+        for n in range(count):
+            session = SQLiteSession(f"s{n}")
+            await session.add_items([dict(i) for i in items])
+            sessions.append(session)
+        return sessions
+
+    return {"ours": await measure(ours), "sqlite_session": await measure(sdk)}
+
+
+VARIANTS = [
+    Variant("direct relay (baseline)", "bench.variants:relay"),
+    Variant("plain Agents SDK", "bench.variants:plain_sdk"),
+    Variant("our /chat, stock decoder", "api:app", {"LEAN_STREAM": "false"}, sessions=True),
+    Variant("our /chat", "api:app", sessions=True),
+]
+
+
+async def run(quick: bool) -> str:
+    data = Path(os.environ.get("TMPDIR", "/tmp")) / f"townhall-bench-{os.getpid()}"
+    data.mkdir(parents=True, exist_ok=True)
+    VARIANTS[2].env = {
+        "DATABASE_URL": f"sqlite:///{data}/t.db",
+        "OUTBOX_PATH": str(data / "o.db"),
+        "MAX_SESSIONS": "100000",
+    }
+    fake_port = free_port()
+    fake = spawn(
+        [sys.executable, "tests/fake_openai.py", "--port", str(fake_port), "--tokens", str(TOKENS)],
+        {},
+    )
+    upstream = f"http://{HOST}:{fake_port}/v1"
+    ladder = [100, 500] if quick else [100, 500, 1000, 2000]
+    rows: dict[str, dict[str, Any]] = {}
+    try:
+        await wait_healthy_fake(fake_port)
+        for variant in VARIANTS:
+            await control(upstream, tokens=TOKENS, delay=0)
+            server, cold = await start_server(variant, upstream)
+            try:
+                row: dict[str, Any] = {"cold_start_s": cold}
+                await latency(server, variant, 10)  # warm-up
+                row |= await latency(server, variant, 30 if quick else 100)
+                row |= await saturation(server, variant, 32, 5 if quick else 10, 20_000)
+                await control(upstream, tokens=100, delay=0.02)
+                for streams in ladder:
+                    result = await hold(server, variant, streams)
+                    row[f"hold_{streams}"] = result
+                row["rss_mib"] = server.rss_mib()
+            finally:
+                server.process.terminate()
+                server.process.wait(timeout=20)
+            rows[variant.name] = row
+        memory = await idle_session_kib(2000 if quick else 10_000)
+    finally:
+        fake.terminate()
+        fake.wait(timeout=10)
+    return render(rows, memory, ladder, quick)
+
+
+async def wait_healthy_fake(port: int) -> None:
+    async with httpx.AsyncClient(timeout=1) as client:
+        for _ in range(500):
+            try:
+                await client.post(f"http://{HOST}:{port}/_control", json={})
+                return
+            except httpx.TransportError:
+                await asyncio.sleep(0.02)
+    raise RuntimeError("fake upstream did not start")
+
+
+def render(
+    rows: dict[str, dict[str, Any]], memory: dict[str, float], ladder: list[int], quick: bool
+) -> str:
+    base = rows[VARIANTS[0].name]
+    names = list(rows)
+    lines = ["| measure | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+
+    def line(label: str, key: str, fmt: str, ratio: bool = True) -> None:
+        cells = []
+        for name in names:
+            value = rows[name][key]
+            cell = format(value, fmt)
+            if ratio and name != names[0] and base[key]:
+                cell += f" ({value / base[key]:.2f}x)"
+            cells.append(cell)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+
+    line("time to first token p50 (ms)", "ttft_p50", ".1f")
+    line("time to first token p99 (ms)", "ttft_p99", ".1f")
+    line(f"total time, {TOKENS}-token answer, p50 (ms)", "total_p50", ".1f")
+    line("events/s at saturation (32 clients)", "events_per_s", ",.0f")
+    line("server CPU per 1,000 events (ms)", "cpu_ms_per_1k_events", ".1f")
+    for streams in ladder:
+        cells = []
+        for name in names:
+            held = rows[name][f"hold_{streams}"]
+            cells.append(
+                f"{held['failed']} failed, gap p50 {held['gap_p50']:.0f} / "
+                f"p99 {held['gap_p99']:.0f} ms"
+            )
+        lines.append(f"| {streams} streams at 20 ms gaps | " + " | ".join(cells) + " |")
+    line("server resident memory after the run (MiB)", "rss_mib", ".0f", ratio=False)
+    line("cold start to first /health (s)", "cold_start_s", ".2f", ratio=False)
+    lines.append(
+        f"| memory per idle session (KiB) | - | SQLiteSession: "
+        f"{memory['sqlite_session']:.1f} | {memory['ours']:.2f} |"
+    )
+    header = [
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+        f", {platform.system()} {platform.release()}; one uvicorn worker per variant; fake upstream"
+        f" and load generator on the same machine. Command: `uv run python -m bench"
+        f"{' --quick' if quick else ''}`.",
+        "",
+    ]
+    return "\n".join(header + lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    table = asyncio.run(run(args.quick))
+    print(table)
+    (ROOT / "bench" / "last-run.md").write_text(table)
+
+
+if __name__ == "__main__":
+    main()
