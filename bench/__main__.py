@@ -254,11 +254,12 @@ VARIANTS = [
 async def run(quick: bool) -> str:
     data = Path(os.environ.get("TMPDIR", "/tmp")) / f"townhall-bench-{os.getpid()}"
     data.mkdir(parents=True, exist_ok=True)
-    VARIANTS[2].env = {
-        "DATABASE_URL": f"sqlite:///{data}/t.db",
-        "OUTBOX_PATH": str(data / "o.db"),
-        "MAX_SESSIONS": "100000",
-    }
+    for variant in VARIANTS[2:]:  # both /chat variants: their own record files
+        variant.env |= {
+            "DATABASE_URL": f"sqlite:///{data}/t.db",
+            "OUTBOX_PATH": str(data / "o.db"),
+            "MAX_SESSIONS": "100000",
+        }
     fake_port = free_port()
     fake = spawn(
         [sys.executable, "tests/fake_openai.py", "--port", str(fake_port), "--tokens", str(TOKENS)],
