@@ -143,13 +143,20 @@ class SessionRegistry:
         return conversation
 
     def expire_idle(self) -> int:
-        """Drop idle conversations older than the TTL; returns how many went."""
+        """Drop idle conversations older than the TTL; returns how many went.
+
+        Runs on every access, so it must not scan every conversation: the map is kept in order
+        of last activity, so the scan stops at the first idle conversation still fresh. (Busy
+        ones are skipped, not stopped at: a long turn keeps its place until it ends.)
+        """
         deadline = self._clock() - self.ttl_seconds
-        expired = [
-            c.session_id
-            for c in self._conversations.values()
-            if not c.busy and c.last_active <= deadline
-        ]
+        expired = []
+        for session_id, conversation in self._conversations.items():
+            if conversation.busy:
+                continue
+            if conversation.last_active > deadline:
+                break
+            expired.append(session_id)
         for session_id in expired:
             del self._conversations[session_id]
         return len(expired)
