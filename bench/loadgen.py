@@ -32,6 +32,7 @@ class StreamResult:
         return None if self.finished is None else self.finished - self.started
 
     def gaps(self) -> list[float]:
+        """Received gap before each token after the first (0 for tokens that shared a frame)."""
         times = self.text_times
         return [b - a for a, b in zip(times, times[1:], strict=False)]
 
@@ -96,7 +97,10 @@ async def _read_events(
                 return
             if result.first_text is None:
                 result.first_text = now
-            result.words += len(text.split())
+            words = len(text.split())
+            result.words += words
             if keep_times:
-                result.text_times.append(now)
+                # One time per token, so a frame that carries several merged tokens counts as
+                # the burst of frames it replaces: the first token waited, the rest came with it.
+                result.text_times.extend([now] * words)
     result.finished = time.perf_counter()
