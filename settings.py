@@ -54,6 +54,7 @@ class Settings(BaseModel):
     model_max_retries: int = Field(3, ge=0, le=10)
     model_retry_backoff_seconds: float = Field(0.5, gt=0, le=60)
     lean_stream: bool = True
+    gc_tuning: bool = True
     sse_ping_seconds: float = Field(15, gt=0)
     database_url: str = "sqlite:///townhall.db"
     supabase_url: str | None = None

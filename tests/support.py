@@ -23,9 +23,10 @@ from settings import Settings
 
 def make_settings(**overrides: Any) -> Settings:
     """Settings built from explicit values only: the test machine's environment never leaks in.
-    Model retries back off for milliseconds, not seconds."""
+    Model retries back off for milliseconds, not seconds; the GC of the test process is left
+    alone (tuning it is a server-process policy)."""
     return Settings.model_validate(
-        {"tracing": "off", "model_retry_backoff_seconds": 0.02, **overrides}
+        {"tracing": "off", "model_retry_backoff_seconds": 0.02, "gc_tuning": False, **overrides}
     )
 
 
