@@ -11,8 +11,6 @@ Every store keeps the same contract, which tests/test_record_store.py runs again
 from __future__ import annotations
 
 import logging
-import sqlite3
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -36,9 +34,9 @@ class RecordStore(Protocol):
     async def ping(self) -> None: ...
 
 
-def _insert_sql(record_type: type[Record], placeholder: Callable[[int], str]) -> str:
+def _insert_sql(record_type: type[Record]) -> str:
     columns = record_type.columns()
-    values = ", ".join(placeholder(i) for i in range(1, len(columns) + 1))
+    values = ", ".join("?" for _ in columns)
     # ON CONFLICT DO NOTHING covers the unique reference and dedupe_key only; a row that breaks
     # a CHECK or NOT NULL still fails loudly (unlike SQLite's INSERT OR IGNORE).
     return (
@@ -67,14 +65,14 @@ CREATE INDEX IF NOT EXISTS feedback_session_idx ON feedback (session_id);
 """
 
 
-class SQLiteRecordStore:
-    """A SQLite file (the default store)."""
+class _SQLRecordStore:
+    """The contract over plain SQL, the same statements on SQLite and PostgreSQL."""
 
-    backend = "sqlite"
+    backend: str
+    _db: SQLiteFile | PostgresDatabase
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = str(path)
-        self._db = SQLiteFile(path, SQLITE_SCHEMA)
+    def _values(self, record: Record) -> list[Any]:
+        raise NotImplementedError
 
     async def open(self) -> None:
         await self._db.open()
@@ -83,15 +81,14 @@ class SQLiteRecordStore:
         await self._db.close()
 
     async def insert_once(self, record: Record) -> str:
-        insert = _insert_sql(type(record), lambda _: "?")
-        select = f"SELECT reference FROM {record.table} WHERE dedupe_key = ?"
-        values = list(record.row().values())
-
-        def insert_then_find(conn: sqlite3.Connection) -> str:
-            conn.execute(insert, values)
-            return str(conn.execute(select, (record.dedupe_key,)).fetchone()["reference"])
-
-        return await self._db.run(insert_then_find)
+        await self._db.execute(_insert_sql(type(record)), self._values(record))
+        # Whichever insert won, this is the reference kept for the content.
+        stored = await self._db.fetchone(
+            f"SELECT reference FROM {record.table} WHERE dedupe_key = ?", (record.dedupe_key,)
+        )
+        if stored is None:  # the insert above committed, so only a broken database gets here
+            raise RuntimeError(f"{record.reference} is not in {record.table} after its insert")
+        return str(stored[0])
 
     async def get(self, reference: str) -> Record | None:
         record_type = record_type_for(reference)
@@ -111,7 +108,20 @@ class SQLiteRecordStore:
         return int(row[0]) if row else 0
 
 
-class PostgresRecordStore:
+class SQLiteRecordStore(_SQLRecordStore):
+    """A SQLite file (the default store)."""
+
+    backend = "sqlite"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._db = SQLiteFile(path, SQLITE_SCHEMA)
+
+    def _values(self, record: Record) -> list[Any]:
+        return list(record.row().values())  # JSON values: SQLite keeps times as ISO text
+
+
+class PostgresRecordStore(_SQLRecordStore):
     """PostgreSQL through asyncpg; also a Supabase project's connection string or pooler."""
 
     backend = "postgresql"
@@ -119,31 +129,8 @@ class PostgresRecordStore:
     def __init__(self, dsn: str, *, timeout: float = 5.0) -> None:
         self._db = PostgresDatabase(dsn, SCHEMA_SQL.read_text(), timeout=timeout)
 
-    async def open(self) -> None:
-        await self._db.open()
-
-    async def close(self) -> None:
-        await self._db.close()
-
-    async def insert_once(self, record: Record) -> str:
-        row = record.model_dump(by_alias=True)
-        await self._db.execute(_insert_sql(type(record), lambda _: "?"), list(row.values()))
-        stored = await self._db.fetchone(
-            f"SELECT reference FROM {record.table} WHERE dedupe_key = ?", (record.dedupe_key,)
-        )
-        return str(stored[0])
-
-    async def get(self, reference: str) -> Record | None:
-        record_type = record_type_for(reference)
-        if record_type is None:
-            return None
-        row = await self._db.fetchone(
-            f"SELECT * FROM {record_type.table} WHERE reference = ?", (reference,)
-        )
-        return record_from_row(record_type, dict(row)) if row else None
-
-    async def ping(self) -> None:
-        await self._db.fetchone("SELECT 1")
+    def _values(self, record: Record) -> list[Any]:
+        return list(record.model_dump(by_alias=True).values())  # datetimes for timestamptz
 
 
 class SupabaseRecordStore:

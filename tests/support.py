@@ -136,3 +136,17 @@ class SlowStream:
                 await asyncio.sleep(self.gap)
         finally:
             self.closed = True
+
+
+def parse_sse(stream: bytes) -> list[tuple[str, str]]:
+    """Feed bytes through httpx-sse's line and event decoders (a spec-following parser)."""
+    from httpx_sse._decoders import SSEDecoder, SSELineDecoder
+
+    lines = SSELineDecoder()
+    decoder = SSEDecoder()
+    events = []
+    for line in lines.decode(stream.decode()) + lines.flush():
+        event = decoder.decode(line)
+        if event is not None:
+            events.append((event.event, event.data))
+    return events

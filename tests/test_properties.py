@@ -6,26 +6,15 @@ from __future__ import annotations
 import json
 import re
 
-from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
+from support import parse_sse as parse
 
 from schemas import SESSION_ID_PATTERN, ChatRequest
 from sse_frames import DONE_FRAME, encode_event, encode_text
 
 SESSION_ID = re.compile(SESSION_ID_PATTERN)
-
-
-def parse(stream: bytes) -> list[tuple[str, str]]:
-    lines = SSELineDecoder()
-    decoder = SSEDecoder()
-    events = []
-    for line in lines.decode(stream.decode()) + lines.flush():
-        event = decoder.decode(line)
-        if event is not None:
-            events.append((event.event, event.data))
-    return events
 
 
 def normalise(text: str) -> str:

@@ -3,21 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from httpx_sse._decoders import SSEDecoder, SSELineDecoder
+from support import parse_sse as parse
 
 from sse_frames import DONE_FRAME, encode_event, encode_text
-
-
-def parse(stream: bytes) -> list[tuple[str, str]]:
-    """Feed bytes through httpx-sse's line and event decoders (a spec-following parser)."""
-    lines = SSELineDecoder()
-    decoder = SSEDecoder()
-    events = []
-    for line in lines.decode(stream.decode()) + lines.flush():
-        event = decoder.decode(line)
-        if event is not None:
-            events.append((event.event, event.data))
-    return events
 
 
 @pytest.mark.parametrize(
