@@ -17,8 +17,9 @@ off, or the admin key), otherwise only conversations recorded with that key id.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -60,6 +61,47 @@ class TurnLease:
     def cancel(self) -> None:
         if self._cancel is not None:
             self._cancel()
+
+
+class LockRenewals:
+    """Keeps each running turn's lock alive in a shared store, and stops the turn if it is lost.
+
+    `renew(lease)` asks the store to extend the lock and says whether the lease still owns it;
+    a lock found gone (deleted by a DELETE on any worker, or lapsed) cancels the turn. A renewal
+    that fails (store briefly unreachable) is tried again at the next tick.
+    """
+
+    def __init__(self, every_seconds: float, renew: Callable[[TurnLease], Awaitable[bool]]) -> None:
+        self.every_seconds = every_seconds
+        self.renew = renew
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    def start(self, lease: TurnLease) -> None:
+        self._tasks[lease.token] = asyncio.create_task(self._keep(lease))
+
+    def stop(self, lease: TurnLease) -> None:
+        task = self._tasks.pop(lease.token, None)
+        if task is not None:
+            task.cancel()
+
+    def stop_all(self) -> None:
+        for task in self._tasks.values():
+            task.cancel()
+        self._tasks.clear()
+
+    async def _keep(self, lease: TurnLease) -> None:
+        while True:
+            await asyncio.sleep(self.every_seconds)
+            try:
+                still_ours = await self.renew(lease)
+            except Exception as error:
+                logger.warning("could not renew the turn lock: %s", type(error).__name__)
+                continue
+            if not still_ours:
+                logger.warning("turn lock lost (deleted or expired); cancelling the turn")
+                lease.lost = True
+                lease.cancel()
+                return
 
 
 class SessionStore(Protocol):

@@ -9,7 +9,6 @@ Keys (prefix REDIS_KEY_PREFIX, `townhall` by default):
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 import time
@@ -20,7 +19,7 @@ from agents.items import TResponseInputItem
 from redis.asyncio import Redis
 
 from errors import SessionBusyError, SessionCapacityError, SessionNotFoundError
-from session_store import RepairedHistory, SessionMeta, TurnLease, check_owner
+from session_store import LockRenewals, RepairedHistory, SessionMeta, TurnLease, check_owner
 from settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -47,7 +46,7 @@ class RedisSessionStore:
         self.lock_ms = int(settings.session_lock_seconds * 1000)
         # decode_responses: every reply is str. (Typed Any: redis-py's stubs cannot know that.)
         self.redis: Any = Redis.from_url(url, decode_responses=True)
-        self._renewers: dict[str, asyncio.Task[None]] = {}
+        self.renewals = LockRenewals(self.lock_ms / 3000, self._renew)
 
     def _key(self, kind: str, session_id: str) -> str:
         return f"{self.prefix}:{kind}:{session_id}"
@@ -69,8 +68,7 @@ class RedisSessionStore:
             logger.warning("Redis not reachable at start-up: %s", type(error).__name__)
 
     async def close(self) -> None:
-        for task in list(self._renewers.values()):
-            task.cancel()
+        self.renewals.stop_all()
         await self.redis.aclose()
 
     async def begin_turn(
@@ -86,7 +84,7 @@ class RedisSessionStore:
             await self.redis.eval(RELEASE, 1, lock, token)
             raise
         lease = TurnLease(session_id, self._history(session_id), recorded_owner, token)
-        self._renewers[token] = asyncio.create_task(self._renew(lease))
+        self.renewals.start(lease)
         return lease
 
     async def _touch_or_create(
@@ -124,25 +122,12 @@ class RedisSessionStore:
         if excess > 0:
             raise SessionCapacityError(self.max_sessions)
 
-    async def _renew(self, lease: TurnLease) -> None:
+    async def _renew(self, lease: TurnLease) -> bool:
         lock = self._key("lock", lease.session_id)
-        while True:
-            await asyncio.sleep(self.lock_ms / 3000)
-            try:
-                still_ours = await self.redis.eval(RENEW, 1, lock, lease.token, self.lock_ms)
-            except Exception as error:
-                logger.warning("could not renew the turn lock: %s", type(error).__name__)
-                continue
-            if not still_ours:
-                logger.warning("turn lock lost (deleted or expired); cancelling the turn")
-                lease.lost = True
-                lease.cancel()
-                return
+        return bool(await self.redis.eval(RENEW, 1, lock, lease.token, self.lock_ms))
 
     async def end_turn(self, lease: TurnLease, *, completed: bool) -> None:
-        renewer = self._renewers.pop(lease.token, None)
-        if renewer is not None:
-            renewer.cancel()
+        self.renewals.stop(lease)
         if lease.lost:
             return
         meta_key = self._key("meta", lease.session_id)

@@ -8,7 +8,6 @@ an expiry, taken with a conditional UPDATE, renewed while the turn runs.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 import time
@@ -21,7 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from errors import SessionBusyError, SessionCapacityError, SessionNotFoundError
-from session_store import RepairedHistory, SessionMeta, TurnLease, check_owner
+from session_store import LockRenewals, RepairedHistory, SessionMeta, TurnLease, check_owner
 from settings import Settings, sqlite_path
 
 logger = logging.getLogger(__name__)
@@ -73,7 +72,7 @@ class SQLSessionStore:
         self.ttl = settings.session_ttl_seconds
         self.lock_seconds = settings.session_lock_seconds
         self.engine = engine_for(url)
-        self._renewers: dict[str, asyncio.Task[None]] = {}
+        self.renewals = LockRenewals(self.lock_seconds / 3, self._renew)
         self._ready = False
 
     def _history(self, session_id: str) -> RepairedHistory:
@@ -95,8 +94,7 @@ class SQLSessionStore:
             self._ready = True
 
     async def close(self) -> None:
-        for task in list(self._renewers.values()):
-            task.cancel()
+        self.renewals.stop_all()
         await self.engine.dispose()
 
     async def _run(self, sql: str, **params: Any) -> Any:
@@ -138,7 +136,7 @@ class SQLSessionStore:
             raise SessionBusyError(session_id)
         recorded = row.owner if row is not None else creator or owner
         lease = TurnLease(session_id, self._history(session_id), recorded, token)
-        self._renewers[token] = asyncio.create_task(self._renew(lease))
+        self.renewals.start(lease)
         return lease
 
     async def _make_room(self) -> None:
@@ -164,30 +162,18 @@ class SQLSessionStore:
         if len(idle) < excess:
             raise SessionCapacityError(self.max_sessions)
 
-    async def _renew(self, lease: TurnLease) -> None:
-        while True:
-            await asyncio.sleep(self.lock_seconds / 3)
-            try:
-                renewed = await self._run(
-                    "UPDATE townhall_sessions SET lock_expires = :expires"
-                    " WHERE session_id = :id AND lock_token = :token",
-                    expires=time.time() + self.lock_seconds,
-                    id=lease.session_id,
-                    token=lease.token,
-                )
-            except Exception as error:
-                logger.warning("could not renew the turn lock: %s", type(error).__name__)
-                continue
-            if renewed.rowcount != 1:
-                logger.warning("turn lock lost (deleted or expired); cancelling the turn")
-                lease.lost = True
-                lease.cancel()
-                return
+    async def _renew(self, lease: TurnLease) -> bool:
+        renewed = await self._run(
+            "UPDATE townhall_sessions SET lock_expires = :expires"
+            " WHERE session_id = :id AND lock_token = :token",
+            expires=time.time() + self.lock_seconds,
+            id=lease.session_id,
+            token=lease.token,
+        )
+        return bool(renewed.rowcount == 1)
 
     async def end_turn(self, lease: TurnLease, *, completed: bool) -> None:
-        renewer = self._renewers.pop(lease.token, None)
-        if renewer is not None:
-            renewer.cancel()
+        self.renewals.stop(lease)
         if lease.lost:
             return
         await self._run(

@@ -128,7 +128,7 @@ async def test_least_recently_active_idle_session_makes_room(make_store: Any) ->
 async def test_a_crashed_holders_lock_lapses(make_store: Any) -> None:
     store = await make_store()
     lease = await store.begin_turn("crash", owner=None)
-    store._renewers.pop(lease.token).cancel()  # the holder dies: nobody renews the lock
+    store.renewals.stop(lease)  # the holder dies: nobody renews, nobody releases the lock
     with pytest.raises(SessionBusyError):
         await store.begin_turn("crash", owner=None)
     other = await make_store()  # another worker
