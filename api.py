@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 
 import anyio
 from agents import Model, Tool
-from fastapi import Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi import Path as PathParam
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
@@ -297,9 +297,7 @@ def _chatkit_database(settings: Settings) -> SQLiteFile | PostgresDatabase:
     )
 
 
-def _routes() -> Any:
-    from fastapi import APIRouter
-
+def _routes() -> APIRouter:
     router = APIRouter()
     router.add_api_route("/", service_info, methods=["GET"], response_model=ServiceInfo)
     router.add_api_route(

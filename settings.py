@@ -65,31 +65,12 @@ class Settings(BaseModel):
     outbox_retry_max_seconds: float = Field(300, gt=0)
     chatkit_workflow_id: str | None = None
 
-    @field_validator(
-        "openai_api_key",
-        "openai_base_url",
-        "supabase_url",
-        "supabase_service_key",
-        "chatkit_workflow_id",
-        "api_keys",
-        "admin_key",
-        mode="before",
-    )
-    @classmethod
-    def _blank_is_unset(cls, value: object) -> object:
-        return None if isinstance(value, str) and not value.strip() else value
-
     @field_validator("openai_base_url")
     @classmethod
     def _base_url_is_http(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value
-
-    @field_validator("session_store", mode="before")
-    @classmethod
-    def _default_session_store(cls, value: object) -> object:
-        return "memory" if isinstance(value, str) and not value.strip() else value
 
     @field_validator("session_store")
     @classmethod
@@ -98,11 +79,6 @@ class Settings(BaseModel):
         if value == "memory" or value.startswith(shared) or sqlite_path(value) is not None:
             return value
         raise ValueError("must be memory, redis://..., sqlite:///<path> or postgresql://...")
-
-    @field_validator("database_url", mode="before")
-    @classmethod
-    def _default_database(cls, value: object) -> object:
-        return "sqlite:///townhall.db" if isinstance(value, str) and not value.strip() else value
 
     @field_validator("database_url")
     @classmethod
@@ -178,10 +154,11 @@ class Settings(BaseModel):
         if env_file is not None and Path(env_file).is_file():
             values.update(dotenv_values(env_file))
         values.update(os.environ if environ is None else environ)
+        # A variable set to nothing means its default (as an empty line in .env.example does).
         fields = {
             name: value
             for name in cls.model_fields
-            if (value := values.get(name.upper())) is not None
+            if (value := values.get(name.upper())) is not None and value.strip()
         }
         try:
             return cls.model_validate(fields)

@@ -75,3 +75,12 @@ def test_env_example_lists_every_setting_and_parses() -> None:
     names = {m.group(1) for m in re.finditer(r"^([A-Z_]+)=", example.read_text(), re.MULTILINE)}
     assert names == {field.upper() for field in Settings.model_fields}
     assert Settings.from_env({}, env_file=example).model_mode == "echo"
+
+
+def test_a_blank_variable_means_its_default() -> None:
+    blank = {"DATABASE_URL": " ", "SESSION_STORE": "", "OPENAI_API_KEY": "", "MAX_SESSIONS": ""}
+    settings = Settings.from_env(blank, env_file=None)
+    assert settings.database_url == "sqlite:///townhall.db"
+    assert settings.session_store == "memory"
+    assert settings.openai_api_key is None and settings.model_mode == "echo"
+    assert settings.max_sessions == 10_000
