@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 
 import anyio
 from agents import Model, Tool
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi import Path as PathParam
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
@@ -44,7 +44,7 @@ from outbox import Outbox
 from postgres_db import PostgresDatabase
 from rate_limit import MemoryRateLimiter, RateLimiter, RedisRateLimiter, enforce
 from record_store import RecordStore, choose_store
-from requests_context import principal, rate_identity
+from requests_context import principal, rate_identity, session_key, session_label
 from schemas import (
     SESSION_ID_PATTERN,
     ChatReply,
@@ -91,6 +91,14 @@ ENDPOINTS = {
     "docs": "GET /docs",
 }
 SessionIdPath = Annotated[str, PathParam(pattern=SESSION_ID_PATTERN)]
+OwnerQuery = Annotated[
+    str | None,
+    Query(
+        pattern=r"^key-[0-9a-f]{16}$",
+        description="Admin key only: the id of the API key whose conversation this is (as "
+        "listed in `owner` by GET /sessions). Ignored for other keys.",
+    ),
+]
 
 
 @dataclass
@@ -406,15 +414,20 @@ async def chat(
         raise MessageTooLongError(len(body.message), limit)
     session_id = body.session_id or secrets.token_urlsafe(18)
     lease = await services.sessions.begin_turn(
-        session_id, owner=caller.owner, creator=caller.key_id
+        session_key(caller, session_id), owner=caller.owner, creator=caller.key_id
     )
     tags = current_request.get()
     if tags is not None:
         tags.session_id = session_id
     context = AppContext(
-        session_id=session_id, request_id=tags.request_id if tags else "-", desk=services.desk
+        session_id=session_id,
+        request_id=tags.request_id if tags else "-",
+        desk=services.desk,
+        owner=caller.identity,
+        conversation_id=lease.conversation_id,
+        admin=caller.admin_key,
     )
-    turn = _Turn(services.sessions, lease)
+    turn = _Turn(services.sessions, lease, session_id)
     frames = services.turns.stream(lease, body.message, context)
     if not body.stream:
         return await _collect(frames, turn, session_id)
@@ -431,9 +444,10 @@ async def chat(
 class _Turn:
     """Ends a turn's lease exactly once, however the response ends."""
 
-    def __init__(self, store: SessionStore, lease: TurnLease) -> None:
+    def __init__(self, store: SessionStore, lease: TurnLease, session_id: str) -> None:
         self.store = store
         self.lease = lease
+        self.session_id = session_id  # the client's label (the lease holds the store's key)
         self.completed = False
         self._released = False
 
@@ -456,7 +470,7 @@ class _Turn:
 
 async def _sse_body(frames: AsyncIterator[Frame], turn: _Turn) -> AsyncIterator[bytes]:
     try:
-        yield sse_frames.encode_event(sse_frames.SESSION, {"session_id": turn.lease.session_id})
+        yield sse_frames.encode_event(sse_frames.SESSION, {"session_id": turn.session_id})
         async for frame in frames:
             turn.observe(frame)
             chunk = sse_frames.encode(frame)
@@ -507,30 +521,32 @@ async def list_sessions(services: ServicesDep, caller: CallerDep) -> SessionList
 
 
 async def get_session(
-    session_id: SessionIdPath, services: ServicesDep, caller: CallerDep
+    session_id: SessionIdPath, services: ServicesDep, caller: CallerDep, owner: OwnerQuery = None
 ) -> SessionHistory:
     """One conversation and its history as role/content messages."""
-    meta = await services.sessions.get(session_id, owner=caller.owner)
-    items = await services.sessions.items(session_id)
+    key = session_key(caller, session_id, owner)
+    meta = await services.sessions.get(key, owner=caller.owner)
+    items = await services.sessions.items(key)
     info = _session_info(meta).model_dump()
     return SessionHistory.model_validate(info | {"messages": history_messages(items)})
 
 
 async def delete_session(
-    session_id: SessionIdPath, services: ServicesDep, caller: CallerDep
+    session_id: SessionIdPath, services: ServicesDep, caller: CallerDep, owner: OwnerQuery = None
 ) -> SessionDeleted:
     """Stop the conversation's running turn, if any, then forget the conversation."""
-    meta = await services.sessions.forget(session_id, owner=caller.owner)
+    meta = await services.sessions.forget(session_key(caller, session_id, owner), caller.owner)
     return SessionDeleted(session_id=session_id, deleted=True, cancelled_turn=meta.busy)
 
 
 def _session_info(meta: SessionMeta) -> SessionInfo:
     return SessionInfo(
-        session_id=meta.session_id,
+        session_id=session_label(meta.session_id),
         created_at=_iso(meta.created_at),
         last_active=_iso(meta.last_active),
         turns=meta.turns,
         busy=meta.busy,
+        owner=meta.owner,
     )
 
 

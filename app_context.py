@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from filing import RecordDesk
+from records import Filer, Viewer
 
 if TYPE_CHECKING:
     from tools import FilingReceipt
@@ -30,7 +31,18 @@ class AppContext:
     build its own app with its own store.
     """
 
-    session_id: str
+    session_id: str  # the client's label for the conversation
     request_id: str
     desk: RecordDesk
+    owner: str  # the caller: an API key's id, or "anonymous" (auth.Principal.identity)
+    conversation_id: str  # the server-minted id of this conversation instance
+    admin: bool = False  # the ADMIN_KEY: may look up any record
     activity: ToolActivity | None = None
+
+    @property
+    def filer(self) -> Filer:
+        return Filer(self.owner, self.conversation_id, self.session_id)
+
+    @property
+    def viewer(self) -> Viewer:
+        return Viewer(self.owner, self.conversation_id, self.admin)

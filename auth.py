@@ -33,7 +33,18 @@ class Principal:
     def owner(self) -> str | None:
         return None if self.admin else self.key_id
 
+    @property
+    def identity(self) -> str:
+        """Who files a record: the key's id, or "anonymous" when the server runs without keys."""
+        return self.key_id or ANONYMOUS
 
+    @property
+    def admin_key(self) -> bool:
+        """The ADMIN_KEY itself: sees every record. (An open server is not an admin.)"""
+        return self.admin and self.key_id is not None
+
+
+ANONYMOUS = "anonymous"
 OPEN = Principal(key_id=None, admin=True)
 
 

@@ -46,7 +46,6 @@ from errors import (
     ChatKitItemNotFoundError,
     ChatKitRequestError,
     HostedChatKitUnavailableError,
-    ThreadForbiddenError,
     ThreadNotFoundError,
     UpstreamError,
 )
@@ -173,15 +172,16 @@ def chatkit_router() -> APIRouter:
         thread_id = thread_id_of(parsed)
         if thread_id is not None:
             exists, thread_owner = await server.threads.thread_owner(thread_id)
-            if not exists:
+            # Another key's thread gets the same answer as a thread that does not exist.
+            if not exists or (caller.owner is not None and thread_owner != caller.owner):
                 raise ThreadNotFoundError(thread_id)
-            if caller.owner is not None and thread_owner != caller.owner:
-                raise ThreadForbiddenError(thread_id)
         tags = current_request.get()
         context = ChatKitRequestContext(
             request_id=tags.request_id if tags else "-",
             owner=caller.owner,
             creator=caller.key_id,
+            principal=caller.identity,
+            admin=caller.admin_key,
         )
         if not is_streaming_req(parsed):
             return await _answer(server, body, context)

@@ -41,6 +41,7 @@ from turns import MAX_AGENT_TURNS, TurnRunner
 logger = logging.getLogger(__name__)
 
 HISTORY_ITEMS = 40
+CHATKIT_CONVERSATION_PREFIX = "chatkit:"
 TITLE_CHARS = 60
 CHATKIT_REQUEST = TypeAdapter[ChatKitReq](ChatKitReq)
 
@@ -50,6 +51,8 @@ class ChatKitRequestContext:
     request_id: str
     owner: str | None = None  # what the caller may see (None: everything)
     creator: str | None = None  # the key id recorded on threads this request creates
+    principal: str = "anonymous"  # who files records (auth.Principal.identity)
+    admin: bool = False  # the admin key: may look up any record
 
 
 class ChatKitActivity:
@@ -120,6 +123,12 @@ class TownHallChatKitServer(ChatKitServer[ChatKitRequestContext]):
             session_id=thread.id,
             request_id=context.request_id,
             desk=self.desk,
+            owner=context.principal,
+            # Thread ids are minted by the server (never chosen by a client) and never reused,
+            # so the thread is the conversation instance; the prefix keeps the namespace apart
+            # from /chat's instances.
+            conversation_id=CHATKIT_CONVERSATION_PREFIX + thread.id,
+            admin=context.admin,
             activity=ChatKitActivity(agent_context),
         )
         result = Runner.run_streamed(

@@ -49,22 +49,6 @@ class RateLimitedError(AppError):
         )
 
 
-class ThreadForbiddenError(AppError):
-    status_code = 403
-    code = "thread_forbidden"
-
-    def __init__(self, thread_id: str) -> None:
-        super().__init__(f"Thread {thread_id!r} belongs to another API key.")
-
-
-class SessionForbiddenError(AppError):
-    status_code = 403
-    code = "session_forbidden"
-
-    def __init__(self, session_id: str) -> None:
-        super().__init__(f"Session {session_id!r} belongs to another API key.")
-
-
 class SessionBusyError(AppError):
     status_code = 409
     code = "session_busy"

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from outbox import Outbox
 from record_store import RecordStore
-from records import Record
+from records import Record, Viewer, Visibility, visibility
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,15 @@ class Filing:
     reference: str
     queued: bool  # kept in the outbox until the store takes it
     duplicate: bool  # the same report was filed before; nothing new was written
+
+
+@dataclass(frozen=True)
+class Found:
+    """A record a lookup may show, how much of it, and whether it is still in the outbox."""
+
+    record: Record
+    queued: bool
+    visibility: Visibility
 
 
 @dataclass
@@ -127,18 +136,25 @@ class RecordDesk:
         self.counters["stored"] += 1
         return Filing(stored, queued=False, duplicate=stored != record.reference)
 
-    async def lookup(self, reference: str) -> tuple[Record, bool] | None:
-        """The record and whether it is still queued; None if neither place knows it."""
+    async def lookup(self, reference: str, viewer: Viewer) -> Found | None:
+        """The record as far as `viewer` may see it, and whether it is still queued.
+
+        None both when no record has this reference and when the viewer may not see it, and
+        the same work is done in both cases (a queued record the viewer may not see still asks
+        the store), so neither the answer nor an outage tells them apart.
+        """
         queued = await self.outbox.get(reference)
-        if queued is not None:
-            return queued, True
+        if queued is not None and (seen := visibility(queued, viewer)) is not None:
+            return Found(queued, True, seen)
         try:
             stored = await asyncio.wait_for(self.store.get(reference), self.write_timeout)
         except Exception as error:
             self._store_failed(error, f"could not look up {reference}")
             raise RecordsUnavailableError(reference) from error
         self._store_ok()
-        return (stored, False) if stored is not None else None
+        if stored is None or (seen := visibility(stored, viewer)) is None:
+            return None
+        return Found(stored, False, seen)
 
     async def sync_once(self) -> int:
         """Try every due queued record once; returns how many landed. Stops at the first failure

@@ -49,6 +49,7 @@ SQLITE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS incidents (
     reference TEXT PRIMARY KEY, session_id TEXT NOT NULL, dedupe_key TEXT NOT NULL UNIQUE,
     created_at TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'received',
+    owner TEXT, conversation_id TEXT,
     category TEXT NOT NULL, description TEXT NOT NULL, location TEXT NOT NULL,
     severity INTEGER NOT NULL CHECK (severity BETWEEN 1 AND 5),
     occurred_at TEXT, people_involved TEXT, reporter_name TEXT, reporter_contact TEXT
@@ -56,6 +57,7 @@ CREATE TABLE IF NOT EXISTS incidents (
 CREATE TABLE IF NOT EXISTS feedback (
     reference TEXT PRIMARY KEY, session_id TEXT NOT NULL, dedupe_key TEXT NOT NULL UNIQUE,
     created_at TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'received',
+    owner TEXT, conversation_id TEXT,
     topic TEXT NOT NULL, summary TEXT NOT NULL,
     sentiment TEXT NOT NULL CHECK (sentiment IN ('positive', 'neutral', 'negative')),
     location TEXT, name TEXT
@@ -63,6 +65,13 @@ CREATE TABLE IF NOT EXISTS feedback (
 CREATE INDEX IF NOT EXISTS incidents_session_idx ON incidents (session_id);
 CREATE INDEX IF NOT EXISTS feedback_session_idx ON feedback (session_id);
 """
+# Columns added after the first release, for files made before them (SQLite has no
+# ADD COLUMN IF NOT EXISTS; PostgreSQL's migration is in schema.sql). Old rows keep NULL: owner
+# unknown, so only the admin key sees them.
+SQLITE_ADDED_COLUMNS = {
+    "incidents": ("owner TEXT", "conversation_id TEXT"),
+    "feedback": ("owner TEXT", "conversation_id TEXT"),
+}
 
 
 class _SQLRecordStore:
@@ -115,7 +124,7 @@ class SQLiteRecordStore(_SQLRecordStore):
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        self._db = SQLiteFile(path, SQLITE_SCHEMA)
+        self._db = SQLiteFile(path, SQLITE_SCHEMA, added_columns=SQLITE_ADDED_COLUMNS)
 
     def _values(self, record: Record) -> list[Any]:
         return list(record.row().values())  # JSON values: SQLite keeps times as ISO text

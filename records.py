@@ -1,9 +1,12 @@
 """The records the town hall keeps: incident reports and feedback.
 
-A record carries its reference (`INC-7K2QF9`, `FB-...`), the session it came from, when it was
-made, its status, and a dedupe key: the same report (same session, kind and fields) always gets
-the same key, and every store keeps the key unique, so a retried or doubled tool call returns the
-first reference instead of writing a second row.
+A record carries its reference (`INC-7K2QF9`, `FB-...`), who filed it (`owner`: the API key's id,
+or "anonymous" on a server without keys) and in which conversation instance (`conversation_id`:
+minted by the server when the conversation was created, never the client's label), the session
+label it came from, when it was made, its status, and a dedupe key: the same report (same owner,
+conversation, kind and fields) always gets the same key, and every store keeps the key unique, so
+a retried or doubled tool call returns the first reference instead of writing a second row.
+Rows from before owners were recorded have `owner` None: only the admin key sees them.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
@@ -45,6 +49,15 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass(frozen=True)
+class Filer:
+    """Who files a record, and from which conversation."""
+
+    owner: str  # the API key's id, or "anonymous"
+    conversation_id: str  # the server-minted id of the conversation instance
+    session_id: str  # the label the client used (kept for operators; grants nothing)
+
+
 class Record(BaseModel):
     """Fields every record has; subclasses add their own and name their table."""
 
@@ -59,14 +72,18 @@ class Record(BaseModel):
     dedupe_key: str
     created_at: datetime = Field(default_factory=_utcnow)
     status: str = RECEIVED
+    owner: str | None = None
+    conversation_id: str | None = None
 
     @classmethod
-    def create(cls, session_id: str, **fields: Any) -> Record:
+    def create(cls, filer: Filer, **fields: Any) -> Record:
         """A new record with a fresh reference and the dedupe key of its content."""
         return cls(
             reference=new_reference(cls.prefix),
-            session_id=session_id,
-            dedupe_key=dedupe_key(cls.kind, session_id, fields),
+            session_id=filer.session_id,
+            owner=filer.owner,
+            conversation_id=filer.conversation_id,
+            dedupe_key=dedupe_key(cls.kind, filer, fields),
             **fields,
         )
 
@@ -79,6 +96,10 @@ class Record(BaseModel):
         return self.model_dump(mode="json")
 
     def summary(self) -> str:
+        raise NotImplementedError
+
+    def category_label(self) -> str:
+        """What kind of report it is, from a fixed list (never the resident's own words)."""
         raise NotImplementedError
 
 
@@ -98,6 +119,9 @@ class Incident(Record):
 
     def summary(self) -> str:
         return f"{self.category} at {self.location} (severity {self.severity}): {self.description}"
+
+    def category_label(self) -> str:
+        return self.category
 
 
 class Feedback(Record):
@@ -123,6 +147,36 @@ class Feedback(Record):
     def summary(self) -> str:
         return f"{self.sentiment} feedback on {self.topic}: {self.summary_text}"
 
+    def category_label(self) -> str:
+        return f"{self.sentiment} feedback"
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Who asks about a record, from which conversation instance."""
+
+    owner: str
+    conversation_id: str
+    admin: bool = False  # the ADMIN_KEY: sees every record, older ones without an owner too
+
+
+Visibility = Literal["full", "status"]
+
+
+def visibility(record: Record, viewer: Viewer) -> Visibility | None:
+    """What a viewer may learn of a record.
+
+    - "full": the filer, in the conversation it was filed in (or the admin key): everything.
+    - "status": the filer, from another of its conversations: status, kind and category (enums
+      and dates only, never free text a resident typed: that is where names and numbers go).
+    - None: anyone else. Callers must answer exactly as for a reference that does not exist.
+    """
+    if viewer.admin:
+        return "full"
+    if record.owner is None or record.owner != viewer.owner:
+        return None
+    return "full" if record.conversation_id == viewer.conversation_id else "status"
+
 
 RECORD_TYPES: dict[str, type[Record]] = {"incident": Incident, "feedback": Feedback}
 TABLES: dict[str, type[Record]] = {cls.table: cls for cls in RECORD_TYPES.values()}
@@ -133,10 +187,15 @@ def record_type_for(reference: str) -> type[Record] | None:
     return next((cls for cls in RECORD_TYPES.values() if cls.prefix == prefix), None)
 
 
-def dedupe_key(kind: str, session_id: str, fields: dict[str, Any]) -> str:
-    """Same session, kind and fields: same key. Whitespace at the ends does not count."""
+def dedupe_key(kind: str, filer: Filer, fields: dict[str, Any]) -> str:
+    """Same filer, conversation, kind and fields: same key. Whitespace at the ends does not count.
+
+    The conversation instance, not the label, so a report filed after a label was deleted and
+    re-created (or by another key under the same label) is never mistaken for an earlier one.
+    """
     normalised = {k: v.strip() if isinstance(v, str) else v for k, v in sorted(fields.items())}
-    canonical = json.dumps([kind, session_id, normalised], ensure_ascii=False, default=str)
+    identity = [filer.owner, filer.conversation_id]
+    canonical = json.dumps([kind, identity, normalised], ensure_ascii=False, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 

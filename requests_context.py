@@ -1,4 +1,5 @@
-"""Per-request facts the routes share: who is calling, and whom rate limits count against."""
+"""Per-request facts the routes share: who is calling, where its conversations are kept, and
+whom rate limits count against."""
 
 from __future__ import annotations
 
@@ -18,3 +19,25 @@ def rate_identity(request: Request, caller: Principal) -> str:
     if caller.key_id is not None:
         return caller.key_id
     return "ip:" + (request.client.host if request.client else "unknown")
+
+
+# Labels never contain "/" (schemas.SESSION_ID_PATTERN), so a key id and a label joined by it
+# cannot be mistaken for another pair.
+_SCOPE = "/"
+
+
+def session_key(caller: Principal, label: str, owner: str | None = None) -> str:
+    """Where the conversation a caller names `label` is kept.
+
+    Each API key has its own labels: the same `session_id` sent by two keys names two
+    conversations, so one key can neither reach nor detect another's (nothing to forbid, so
+    nothing to tell apart from "not found"). A server without keys has one caller and one
+    namespace. Only the admin key may name another key's conversation, with `owner`.
+    """
+    scope = owner if owner is not None and caller.admin_key else caller.key_id
+    return label if scope is None else f"{scope}{_SCOPE}{label}"
+
+
+def session_label(key: str) -> str:
+    """The label a client used for the conversation kept under `key`."""
+    return key.rsplit(_SCOPE, 1)[-1]

@@ -75,6 +75,11 @@ class SessionInfo(BaseModel):
     last_active: str = Field(description="ISO 8601, UTC.")
     turns: int = Field(description="Completed turns (messages answered).")
     busy: bool = Field(description="A turn is streaming right now.")
+    owner: str | None = Field(
+        None,
+        description="The id of the API key the conversation belongs to (null on a server "
+        "without keys). The admin key reaches another key's conversation with `?owner=`.",
+    )
 
 
 class SessionList(BaseModel):

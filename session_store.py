@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from agents.items import TResponseInputItem
 from agents.memory import Session
 
-from errors import SessionForbiddenError
+from errors import SessionNotFoundError
 from sessions import Conversation, SessionRegistry, drop_unanswered_tool_calls
 from settings import Settings
 
@@ -50,6 +50,7 @@ class TurnLease:
     session_id: str
     history: Session
     owner: str | None
+    conversation_id: str
     token: str = ""
     _cancel: Callable[[], None] | None = field(default=None, repr=False)
     lost: bool = False
@@ -124,9 +125,11 @@ class SessionStore(Protocol):
 
 
 def check_owner(session_id: str, recorded: str | None, owner: str | None) -> None:
-    """403 when a key reaches for a conversation another key created."""
+    """A conversation another key created reads as one that does not exist (404, the same
+    answer), so a key cannot even learn that it exists. Each key's labels are kept apart
+    (requests_context.session_key), so this only guards against a mistake there."""
     if owner is not None and recorded != owner:
-        raise SessionForbiddenError(session_id)
+        raise SessionNotFoundError(session_id.rsplit("/", 1)[-1])
 
 
 class RepairedHistory:
@@ -175,7 +178,9 @@ class MemorySessionStore:
         if existing is not None:
             check_owner(session_id, existing.owner, owner)
         conversation = self.registry.begin_turn(session_id, creator or owner)
-        lease = TurnLease(session_id, conversation.history, conversation.owner)
+        lease = TurnLease(
+            session_id, conversation.history, conversation.owner, conversation.conversation_id
+        )
         conversation.cancel_turn = lease.cancel
         return lease
 

@@ -1,7 +1,8 @@
 """Conversations in Redis, shared by every worker and replica (SESSION_STORE=redis://...).
 
 Keys (prefix REDIS_KEY_PREFIX, `townhall` by default):
-- `meta:{id}`   hash: owner, created_at, last_active, turns (expires after SESSION_TTL_SECONDS)
+- `meta:{id}`   hash: owner, conversation_id (minted at creation), created_at, last_active,
+                turns (expires SESSION_TTL_SECONDS after the last turn ended)
 - `index`       sorted set of ids by last activity: listing, eviction, expiry
 - `lock:{id}`   the running turn's owner token, with an expiry renewed while the turn runs
 - `history:{id}:*`  the Agents SDK RedisSession's keys (same expiry)
@@ -19,15 +20,27 @@ from agents.items import TResponseInputItem
 from redis.asyncio import Redis
 
 from errors import SessionBusyError, SessionCapacityError, SessionNotFoundError
-from session_store import LockRenewals, RepairedHistory, SessionMeta, TurnLease, check_owner
+from session_store import (
+    LockRenewals,
+    RepairedHistory,
+    SessionMeta,
+    TurnLease,
+    check_owner,
+)
+from sessions import new_conversation_id
 from settings import Settings
 
 logger = logging.getLogger(__name__)
 
-# Renew the lock only if we still own it; release only our own lock.
+# Renew the lock only if we still own it; release only our own lock. A renewal also keeps the
+# conversation's other keys (KEYS[2..]: meta and history) from expiring while its turn runs, so
+# the TTL counts from the end of the last turn, however long a turn takes (ARGV[3]: at least
+# until the next renewal is due).
 RENEW = (
-    "if redis.call('get', KEYS[1]) == ARGV[1] "
-    "then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"
+    "if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end "
+    "redis.call('pexpire', KEYS[1], ARGV[2]) "
+    "for i = 2, #KEYS do redis.call('pexpire', KEYS[i], ARGV[3]) end "
+    "return 1"
 )
 RELEASE = (
     "if redis.call('get', KEYS[1]) == ARGV[1] "
@@ -79,17 +92,23 @@ class RedisSessionStore:
         if not await self.redis.set(lock, token, nx=True, px=self.lock_ms):
             raise SessionBusyError(session_id)
         try:
-            recorded_owner = await self._touch_or_create(session_id, owner, creator or owner)
+            meta = await self._touch_or_create(session_id, owner, creator or owner)
         except BaseException:
             await self.redis.eval(RELEASE, 1, lock, token)
             raise
-        lease = TurnLease(session_id, self._history(session_id), recorded_owner, token)
+        lease = TurnLease(
+            session_id,
+            self._history(session_id),
+            meta.get("owner") or None,
+            meta["conversation_id"],
+            token,
+        )
         self.renewals.start(lease)
         return lease
 
     async def _touch_or_create(
         self, session_id: str, owner: str | None, creator: str | None
-    ) -> str | None:
+    ) -> dict[str, str]:
         meta_key = self._key("meta", session_id)
         now = time.time()
         meta = await self.redis.hgetall(meta_key)
@@ -98,12 +117,14 @@ class RedisSessionStore:
         else:
             await self._make_room(session_id)
             meta = {"owner": creator or "", "created_at": repr(now), "turns": "0"}
+        # Conversations made before instances were recorded get theirs now.
+        meta.setdefault("conversation_id", new_conversation_id())
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(meta_key, mapping={**meta, "last_active": repr(now)})
             pipe.expire(meta_key, self.ttl)
             pipe.zadd(self._index, {session_id: now})
             await pipe.execute()
-        return meta.get("owner") or None
+        return meta
 
     async def _make_room(self, session_id: str) -> None:
         """Evict the least recently active idle conversations past MAX_SESSIONS."""
@@ -122,9 +143,16 @@ class RedisSessionStore:
         if excess > 0:
             raise SessionCapacityError(self.max_sessions)
 
+    def _kept_keys(self, session_id: str) -> list[str]:
+        """The keys that must live as long as the conversation: its meta and its history."""
+        history = f"{self.prefix}:history:{session_id}"
+        return [self._key("meta", session_id), history, f"{history}:messages", f"{history}:counter"]
+
     async def _renew(self, lease: TurnLease) -> bool:
-        lock = self._key("lock", lease.session_id)
-        return bool(await self.redis.eval(RENEW, 1, lock, lease.token, self.lock_ms))
+        keys = [self._key("lock", lease.session_id), *self._kept_keys(lease.session_id)]
+        keep_ms = max(self.ttl * 1000, self.lock_ms)
+        renewed = await self.redis.eval(RENEW, len(keys), *keys, lease.token, self.lock_ms, keep_ms)
+        return bool(renewed)
 
     async def end_turn(self, lease: TurnLease, *, completed: bool) -> None:
         self.renewals.stop(lease)
@@ -136,7 +164,8 @@ class RedisSessionStore:
             if completed:
                 pipe.hincrby(meta_key, "turns", 1)
             pipe.hset(meta_key, "last_active", repr(now))
-            pipe.expire(meta_key, self.ttl)
+            for key in self._kept_keys(lease.session_id):  # the TTL counts from here
+                pipe.expire(key, self.ttl)
             pipe.zadd(self._index, {lease.session_id: now})
             pipe.eval(RELEASE, 1, self._key("lock", lease.session_id), lease.token)
             await pipe.execute()

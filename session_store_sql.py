@@ -17,10 +17,17 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 from agents.extensions.memory.sqlalchemy_session import SQLAlchemySession
 from agents.items import TResponseInputItem
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from errors import SessionBusyError, SessionCapacityError, SessionNotFoundError
-from session_store import LockRenewals, RepairedHistory, SessionMeta, TurnLease, check_owner
+from session_store import (
+    LockRenewals,
+    RepairedHistory,
+    SessionMeta,
+    TurnLease,
+    check_owner,
+)
+from sessions import new_conversation_id
 from settings import Settings, sqlite_path
 
 logger = logging.getLogger(__name__)
@@ -33,11 +40,14 @@ CREATE TABLE IF NOT EXISTS townhall_sessions (
     last_active DOUBLE PRECISION NOT NULL,
     turns INTEGER NOT NULL DEFAULT 0,
     lock_token TEXT,
-    lock_expires DOUBLE PRECISION
+    lock_expires DOUBLE PRECISION,
+    conversation_id TEXT
 )
 """
 INDEX = "CREATE INDEX IF NOT EXISTS townhall_sessions_active_idx ON townhall_sessions (last_active)"
-COLUMNS = "session_id, owner, created_at, last_active, turns, lock_token, lock_expires"
+COLUMNS = (
+    "session_id, owner, created_at, last_active, turns, lock_token, lock_expires, conversation_id"
+)
 
 
 def engine_for(url: str) -> AsyncEngine:
@@ -61,6 +71,18 @@ def engine_for(url: str) -> AsyncEngine:
             "server_settings": server_settings,
         },
     )
+
+
+async def _add_conversation_column(conn: AsyncConnection) -> None:
+    """The migration for a table made before conversation instances were recorded."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(
+            text("ALTER TABLE townhall_sessions ADD COLUMN IF NOT EXISTS conversation_id TEXT")
+        )
+        return
+    columns = (await conn.execute(text("PRAGMA table_info(townhall_sessions)"))).all()
+    if "conversation_id" not in {column[1] for column in columns}:
+        await conn.execute(text("ALTER TABLE townhall_sessions ADD COLUMN conversation_id TEXT"))
 
 
 class SQLSessionStore:
@@ -91,6 +113,7 @@ class SQLSessionStore:
             async with self.engine.begin() as conn:
                 await conn.execute(text(SCHEMA))
                 await conn.execute(text(INDEX))
+                await _add_conversation_column(conn)
             self._ready = True
 
     async def close(self) -> None:
@@ -116,26 +139,38 @@ class SQLSessionStore:
         else:
             await self._make_room()
             await self._run(
-                "INSERT INTO townhall_sessions (session_id, owner, created_at, last_active, turns)"
-                " VALUES (:id, :owner, :now, :now, 0) ON CONFLICT (session_id) DO NOTHING",
+                "INSERT INTO townhall_sessions"
+                " (session_id, owner, created_at, last_active, turns, conversation_id)"
+                " VALUES (:id, :owner, :now, :now, 0, :conversation)"
+                " ON CONFLICT (session_id) DO NOTHING",
                 id=session_id,
                 owner=creator or owner,
                 now=now,
+                conversation=new_conversation_id(),
             )
         token = secrets.token_hex(16)
-        taken = await self._run(
-            "UPDATE townhall_sessions SET lock_token = :token, lock_expires = :expires,"
-            " last_active = :now WHERE session_id = :id"
-            " AND (lock_token IS NULL OR lock_expires < :now)",
-            token=token,
-            expires=now + self.lock_seconds,
-            now=now,
-            id=session_id,
-        )
-        if taken.rowcount != 1:
+        # Taking the lock also reads back the row as it stands (another worker may have made
+        # it between our SELECT and INSERT), and gives a conversation made before instances
+        # were recorded its instance id.
+        taken = (
+            await self._run(
+                "UPDATE townhall_sessions SET lock_token = :token, lock_expires = :expires,"
+                " last_active = :now,"
+                " conversation_id = COALESCE(conversation_id, :conversation)"
+                " WHERE session_id = :id AND (lock_token IS NULL OR lock_expires < :now)"
+                " RETURNING owner, conversation_id",
+                token=token,
+                expires=now + self.lock_seconds,
+                now=now,
+                id=session_id,
+                conversation=new_conversation_id(),
+            )
+        ).first()
+        if taken is None:
             raise SessionBusyError(session_id)
-        recorded = row.owner if row is not None else creator or owner
-        lease = TurnLease(session_id, self._history(session_id), recorded, token)
+        lease = TurnLease(
+            session_id, self._history(session_id), taken.owner, taken.conversation_id, token
+        )
         self.renewals.start(lease)
         return lease
 

@@ -10,6 +10,7 @@ respect to other requests, and no thread touches it (tools get their data throug
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -22,6 +23,12 @@ from agents.memory import SessionSettings
 from errors import SessionBusyError, SessionCapacityError, SessionNotFoundError
 
 Clock = Callable[[], float]
+
+
+def new_conversation_id() -> str:
+    """The id of a conversation instance, minted when it is created: a label deleted and used
+    again names a new instance, and records filed in the old one stay with the old one."""
+    return "conv_" + secrets.token_urlsafe(16)
 
 
 def drop_unanswered_tool_calls(items: Iterable[TResponseInputItem]) -> list[TResponseInputItem]:
@@ -78,6 +85,7 @@ class Conversation:
 
     session_id: str
     history: MemorySession
+    conversation_id: str  # minted at creation (new_conversation_id)
     created_at: float
     last_active: float
     turns: int = 0
@@ -165,7 +173,9 @@ class SessionRegistry:
         if len(self._conversations) >= self.max_sessions:
             self._evict_least_recent_idle()
         now = self._clock()
-        conversation = Conversation(session_id, MemorySession(session_id), now, now, owner=owner)
+        conversation = Conversation(
+            session_id, MemorySession(session_id), new_conversation_id(), now, now, owner=owner
+        )
         self._conversations[session_id] = conversation
         return conversation
 

@@ -8,19 +8,33 @@ lock across several statements when they must not interleave with others.
 from __future__ import annotations
 
 import asyncio
+import random
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+BUSY_TIMEOUT_MS = 5000
+WAL_ATTEMPTS = 50
+
 
 class SQLiteFile:
-    def __init__(self, path: str | Path, schema: str, *, durable: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        schema: str,
+        *,
+        durable: bool = False,
+        added_columns: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
         self.path = str(path)
         self.schema = schema
+        # table -> "name TYPE" column definitions added to tables made by an older schema
+        self.added_columns = added_columns or {}
         # FULL: a committed row survives a power cut, not only a crash (for the outbox).
         self.synchronous = "FULL" if durable else "NORMAL"
         self._lock = threading.Lock()
@@ -34,10 +48,14 @@ class SQLiteFile:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
+        # The busy timeout first: every statement after it (the schema, a migration) waits for
+        # another process holding the file instead of failing with "database is locked".
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        _use_wal(conn)
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
-        conn.execute("PRAGMA busy_timeout=5000")
         conn.executescript(self.schema)
+        for table, columns in self.added_columns.items():
+            _add_missing_columns(conn, table, columns)
         self._conn = conn
 
     async def close(self) -> None:
@@ -68,3 +86,31 @@ class SQLiteFile:
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         await self.run(lambda c: c.execute(sql, params))
+
+
+def _use_wal(conn: sqlite3.Connection) -> None:
+    """Switch to WAL, retrying while another process holds the file.
+
+    Changing the journal mode needs a moment of exclusive access and does not always wait out
+    the busy timeout, so workers starting at the same instant retry for up to ~5 s.
+    """
+    for attempt in range(WAL_ATTEMPTS):
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or attempt == WAL_ATTEMPTS - 1:
+                raise
+            time.sleep(0.02 + random.random() * 0.08)
+
+
+def _add_missing_columns(conn: sqlite3.Connection, table: str, columns: Sequence[str]) -> None:
+    """The migration for a table an older schema made: add each column it lacks (rows kept)."""
+    present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+    for definition in columns:
+        if definition.split()[0] not in present:
+            try:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {definition}")
+            except sqlite3.OperationalError as error:
+                if "duplicate column" not in str(error):  # another process added it first
+                    raise

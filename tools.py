@@ -57,6 +57,7 @@ class StatusAnswer(BaseModel):
     reference: str
     kind: str | None = None
     status: str | None = None
+    category: str | None = None
     summary: str | None = None
     created_at: str | None = None
     note: str
@@ -151,7 +152,7 @@ async def report_incident(
     """
     await _working(ctx, "Filing your report with the city…")
     record = Incident.create(
-        ctx.context.session_id,
+        ctx.context.filer,
         category=category,
         description=description,
         location=location,
@@ -184,7 +185,7 @@ async def submit_feedback(
     """
     await _working(ctx, "Sending your feedback to the city…")
     record = Feedback.create(
-        ctx.context.session_id,
+        ctx.context.filer,
         topic=topic,
         summary=summary,
         sentiment=sentiment,
@@ -199,39 +200,51 @@ async def check_report_status(
     ctx: RunContextWrapper[AppContext],
     reference: Annotated[str, Field(min_length=3, max_length=32)],
 ) -> str:
-    """Look up the status of a report or feedback filed earlier in this conversation.
+    """Look up the status of a report or feedback the resident filed.
 
     Args:
         reference: The reference the resident was given, e.g. "INC-7K2QF9" or "FB-3MZP8Q".
     """
-    reference = reference.strip().upper()
+    reference = "".join(reference.split()).upper()
     await _working(ctx, f"Looking up {reference}…")
     try:
-        found = await ctx.context.desk.lookup(reference)
+        found = await ctx.context.desk.lookup(reference, ctx.context.viewer)
     except RecordsUnavailableError:
         return StatusAnswer(
             found=False,
             reference=reference,
             note="The records system cannot be reached right now; ask the resident to try later.",
         ).model_dump_json()
-    # Another conversation's report reads as unknown: a reference must not be guessable into
-    # someone else's details.
-    if found is None or found[0].session_id != ctx.context.session_id:
-        return StatusAnswer(
-            found=False,
-            reference=reference,
-            note="No report with this reference was filed in this conversation.",
-        ).model_dump_json()
-    record, queued = found
+    if found is None:
+        # Also the answer for another resident's report: it must not even learn that the
+        # reference exists (see records.visibility).
+        return StatusAnswer(found=False, reference=reference, note=NOT_FOUND_NOTE).model_dump_json()
+    record = found.record
+    full = found.visibility == "full"
     return StatusAnswer(
         found=True,
         reference=record.reference,
         kind=record.kind,
         status=record.status,
-        summary=record.summary(),
+        category=record.category_label(),
+        summary=record.summary() if full else None,
         created_at=record.created_at.isoformat(timespec="seconds"),
-        note="Saved locally; it reaches the city's system within minutes." if queued else "",
+        note=_status_note(found.queued, full),
     ).model_dump_json()
+
+
+NOT_FOUND_NOTE = "No report with this reference was filed by this resident."
+
+
+def _status_note(queued: bool, full: bool) -> str:
+    notes = []
+    if queued:
+        notes.append("Saved locally; it reaches the city's system within minutes.")
+    if not full:
+        notes.append(
+            "Filed in another conversation: only its status and category can be shown here."
+        )
+    return " ".join(notes)
 
 
 _TOOL_FUNCTIONS: list[Callable[..., Any]] = [report_incident, submit_feedback, check_report_status]

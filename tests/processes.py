@@ -1,4 +1,10 @@
-"""Server processes for tests: `uvicorn api:app` started as its own process on a free port."""
+"""Server processes for tests: `uvicorn api:app` started as its own process on a free port.
+
+The port is bound (and listening) here before the process starts, and handed to uvicorn as a
+file descriptor (`--fd`): picking a free port and letting the child bind it later races with
+every other process on a loaded machine, and a health poll sent before the child listens can
+even connect to itself (TCP self-connect) and take the port.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from support import free_port
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -48,25 +54,34 @@ def clean_env(**settings: str) -> dict[str, str]:
     return env | settings
 
 
-def start_server(env: dict[str, str], log_path: Path) -> ServerProcess:
-    port = free_port()
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "api:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            cwd=PROJECT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+def start_server(
+    env: dict[str, str], log_path: Path, extra_args: tuple[str, ...] = ()
+) -> ServerProcess:
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(128)
+    port = listener.getsockname()[1]
+    try:
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "api:app",
+                    "--fd",
+                    str(listener.fileno()),
+                    *extra_args,
+                ],
+                cwd=PROJECT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                pass_fds=(listener.fileno(),),
+            )
+    finally:
+        listener.close()  # the child holds its own copy
     return ServerProcess(process, f"http://127.0.0.1:{port}", log_path)
 
 
@@ -107,7 +122,11 @@ async def server_processes(
             stop_server(server)
 
 
-async def wait_healthy_async(server: ServerProcess, limit: float = 30) -> None:
+# Generous: importing openai-agents takes ~2 s idle, far longer on a loaded 2-core machine.
+START_LIMIT_SECONDS = 90
+
+
+async def wait_healthy_async(server: ServerProcess, limit: float = START_LIMIT_SECONDS) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limit
     async with httpx.AsyncClient(timeout=1) as client:
@@ -122,7 +141,7 @@ async def wait_healthy_async(server: ServerProcess, limit: float = 30) -> None:
     raise AssertionError(f"server did not start: {server.log()}")
 
 
-def wait_healthy(server: ServerProcess, timeout: float = 30) -> None:
+def wait_healthy(server: ServerProcess, timeout: float = START_LIMIT_SECONDS) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.process.poll() is not None:

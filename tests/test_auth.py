@@ -12,6 +12,7 @@ from session_backends import session_settings
 from support import asgi_client, make_settings
 
 from api import create_app
+from auth import key_id
 from rate_limit import MemoryRateLimiter
 
 KEYS = {"api_keys": "key-one-secret, key-two-secret", "admin_key": "admin-secret"}
@@ -58,28 +59,40 @@ async def test_every_endpoint_but_the_open_ones_needs_a_valid_key(
         assert secret not in caplog.text
 
 
-async def test_a_key_sees_and_continues_only_its_own_sessions() -> None:
+async def test_each_key_has_its_own_session_labels() -> None:
+    """The same session_id sent by another key names another conversation: it can neither read,
+    continue, delete nor detect the first one."""
     async with asgi_client(create_app(make_settings(**KEYS))) as client:
-        mine = await client.post("/chat", json={"message": "mine", "session_id": "s1"}, headers=ONE)
-        theirs_view = await client.get("/sessions/s1", headers=TWO)
+        mine = await client.post(
+            "/chat", json={"message": "mine alone", "session_id": "s1"}, headers=ONE
+        )
+        snoop = await client.get("/sessions/s1", headers=TWO)
+        never_used = await client.get("/sessions/s9", headers=TWO)
         theirs_turn = await client.post(
-            "/chat", json={"message": "x", "session_id": "s1"}, headers=TWO
+            "/chat", json={"message": "hello", "session_id": "s1", "stream": False}, headers=TWO
         )
         theirs_delete = await client.delete("/sessions/s1", headers=TWO)
         two_list = (await client.get("/sessions", headers=TWO)).json()
-        one_list = (await client.get("/sessions", headers=ONE)).json()
-        admin_turn = await client.post(
-            "/chat", json={"message": "admin here", "session_id": "s1"}, headers=ADMIN
-        )
-        admin_view = (await client.get("/sessions/s1", headers=ADMIN)).json()
+        one_view = (await client.get("/sessions/s1", headers=ONE)).json()
+        admin_list = (await client.get("/sessions", headers=ADMIN)).json()
+        one_id = key_id("key-one-secret")
+        admin_view = await client.get(f"/sessions/s1?owner={one_id}", headers=ADMIN)
+        ignored_owner = await client.get(f"/sessions/s1?owner={one_id}", headers=TWO)
     assert mine.status_code == 200
-    for response in (theirs_view, theirs_turn, theirs_delete):
-        assert response.status_code == 403
-        assert response.json()["error"]["code"] == "session_forbidden"
+    assert snoop.status_code == never_used.status_code == 404
+    assert snoop.json()["error"]["code"] == never_used.json()["error"]["code"]
+    assert (
+        snoop.json()["error"]["message"].replace("s1", "s9")
+        == never_used.json()["error"]["message"]
+    )
+    assert theirs_turn.status_code == 200
+    assert "mine" not in theirs_turn.text  # a new conversation, not the first key's history
+    assert theirs_delete.status_code == 200  # the second key's own s1
     assert two_list["count"] == 0
-    assert [s["session_id"] for s in one_list["sessions"]] == ["s1"]
-    assert admin_turn.status_code == 200
-    assert admin_view["turns"] == 2
+    assert [m["content"] for m in one_view["messages"] if m["role"] == "user"] == ["mine alone"]
+    assert sorted((s["session_id"], s["owner"]) for s in admin_list["sessions"]) == [("s1", one_id)]
+    assert admin_view.status_code == 200 and admin_view.json()["turns"] == 1
+    assert ignored_owner.status_code == 404  # only the admin key may name another owner
 
 
 async def test_chatkit_threads_belong_to_the_key_that_made_them() -> None:
@@ -96,7 +109,7 @@ async def test_chatkit_threads_belong_to_the_key_that_made_them() -> None:
         two_threads = await two.threads()
         one_threads = await one.threads()
         admin_threads = await admin.threads()
-    assert snoop.status_code == 403 and snoop.json()["error"]["code"] == "thread_forbidden"
+    assert snoop.status_code == 404 and snoop.json()["error"]["code"] == "thread_not_found"
     assert two_threads.data == []
     assert [t.id for t in one_threads.data] == [thread_id]
     assert [t.id for t in admin_threads.data] == [thread_id]

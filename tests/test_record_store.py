@@ -10,7 +10,7 @@ import pytest
 from backends import BACKENDS, SERVICE_KEY, Backend, backend
 
 from record_store import RecordStore
-from records import Feedback, Incident
+from records import Feedback, Filer, Incident
 
 
 @pytest.fixture(params=BACKENDS)
@@ -35,7 +35,8 @@ def pothole(session_id: str = "s1", **changes: object) -> Incident:
         "occurred_at": "this morning",
         "reporter_name": "Ana",
     } | changes
-    return Incident.create(session_id, **fields)  # type: ignore[return-value]
+    filer = Filer("key-0123456789abcdef", f"conv_{session_id}", session_id)
+    return Incident.create(filer, **fields)  # type: ignore[return-value]
 
 
 async def test_insert_then_get_round_trips_every_field(
@@ -51,7 +52,7 @@ async def test_insert_then_get_round_trips_every_field(
 async def test_feedback_round_trips(store_and_backend: tuple[RecordStore, Backend]) -> None:
     store, chosen = store_and_backend
     record = Feedback.create(
-        "s1",
+        Filer("anonymous", "conv_s1", "s1"),
         topic="lockers at Ginza station",
         summary="Please add lockers",
         sentiment="neutral",

@@ -24,6 +24,7 @@ from support import (
 
 from api import create_app
 from record_store import SQLiteRecordStore
+from records import Filer
 
 POTHOLE_ARGS = {
     "category": "pothole",
@@ -136,7 +137,9 @@ async def test_pothole_report_and_ginza_feedback_land_once_and_can_be_looked_up(
     model.assert_complete()
 
 
-async def test_another_sessions_reference_is_refused() -> None:
+async def test_another_conversation_sees_status_and_category_but_no_personal_text() -> None:
+    """On a server without keys every caller is the same principal ("anonymous"): from another
+    conversation a reference answers with its status and category only."""
     model = ScriptedModel(
         [
             [function_call("report_incident", POTHOLE_ARGS, call_id="inc-1")],
@@ -155,16 +158,17 @@ async def test_another_sessions_reference_is_refused() -> None:
         )
         snoop = await chat(client, f"status of {reference}?", "stranger")
     output = json.loads(snoop.text.split("event: tool_result\ndata: ")[1].split("\n")[0])["output"]
-    assert output == {
-        "found": False,
+    assert output | {"created_at": None} == {
+        "found": True,
         "reference": reference,
-        "kind": None,
-        "status": None,
+        "kind": "incident",
+        "status": "received",
+        "category": "pothole",
         "summary": None,
         "created_at": None,
-        "note": "No report with this reference was filed in this conversation.",
+        "note": "Filed in another conversation: only its status and category can be shown here.",
     }
-    assert "Main Street" not in snoop.text
+    assert "Main Street" not in snoop.text and "deep pothole" not in snoop.text
 
 
 async def test_duplicate_tool_calls_in_one_turn_return_the_same_reference() -> None:
@@ -290,7 +294,8 @@ async def test_parallel_identical_filings_write_one_row() -> None:
         from records import Incident
 
         desk = app.state.services.desk
-        records = [Incident.create("p1", **{**POTHOLE_ARGS}) for _ in range(5)]
+        filer = Filer("anonymous", "conv_p1", "p1")
+        records = [Incident.create(filer, **POTHOLE_ARGS) for _ in range(5)]
         filings = await asyncio.gather(*(desk.file(r) for r in records))
     assert len({f.reference for f in filings}) == 1
     assert sum(not f.duplicate for f in filings) == 1

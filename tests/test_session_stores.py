@@ -14,7 +14,6 @@ from support import make_settings
 from errors import (
     SessionBusyError,
     SessionCapacityError,
-    SessionForbiddenError,
     SessionNotFoundError,
 )
 from session_store import SessionStore, choose_session_store
@@ -85,8 +84,9 @@ async def test_owners_see_only_their_own_sessions(make_store: Any) -> None:
         store.begin_turn("theirs", owner="key-a"),
         store.forget("theirs", "key-a"),
     ):
-        with pytest.raises(SessionForbiddenError):
+        with pytest.raises(SessionNotFoundError) as refused:  # the same as for no such session
             await attempt
+        assert refused.value.message == SessionNotFoundError("theirs").message
     assert (await store.get("theirs", None)).owner == "key-b"  # the admin view
 
 
@@ -147,3 +147,20 @@ async def test_a_crashed_holders_lock_lapses(make_store: Any) -> None:
         await asyncio.sleep(0.05)
     await other.end_turn(taken[0], completed=True)
     assert (await other.get("crash", None)).turns == 1
+
+
+async def test_a_conversation_keeps_its_instance_id_until_it_is_forgotten(make_store: Any) -> None:
+    store = await make_store()
+    first = await store.begin_turn("inst", owner=None)
+    await store.end_turn(first, completed=True)
+    again = await store.begin_turn("inst", owner=None)
+    await store.end_turn(again, completed=True)
+    other = await store.begin_turn("inst-other", owner=None)
+    await store.end_turn(other, completed=True)
+    await store.forget("inst", None)
+    reborn = await store.begin_turn("inst", owner=None)
+    await store.end_turn(reborn, completed=True)
+    assert first.conversation_id.startswith("conv_")
+    assert again.conversation_id == first.conversation_id
+    assert other.conversation_id != first.conversation_id
+    assert reborn.conversation_id not in {first.conversation_id, other.conversation_id}
