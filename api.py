@@ -38,7 +38,7 @@ from chatkit_server import TownHallChatKitServer
 from chatkit_store import CHATKIT_SCHEMA, ChatKitStore
 from errors import AppError, MessageTooLongError, error_body, install_error_handlers
 from filing import RecordDesk
-from logs import configure_logging, current_request
+from logs import configure_logging, current_request, mask_url, silence_uvicorn_access_log
 from middleware import BodyLimitMiddleware, RequestLogMiddleware
 from outbox import Outbox
 from postgres_db import PostgresDatabase
@@ -220,6 +220,7 @@ def _rate_limiter(settings: Settings, sessions: SessionStore) -> RateLimiter | N
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     services: Services = app.state.services
+    silence_uvicorn_access_log()
     if services.model.mode == "echo":
         logger.warning(ECHO_NOTICE)
     if not services.keys.enabled:
@@ -234,10 +235,15 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     services.desk.start_sync()
     await services.chatkit.threads.open()
     logger.info(
-        "records: %s; outbox %s", services.desk.store.backend, services.settings.outbox_path
+        "records: %s (%s); outbox %s",
+        services.desk.store.backend,
+        _store_location(services.settings),
+        services.settings.outbox_path,
     )
     await services.sessions.open()
-    logger.info("sessions: %s", services.sessions.backend)
+    logger.info(
+        "sessions: %s (%s)", services.sessions.backend, mask_url(services.settings.session_store)
+    )
     sweeper = asyncio.create_task(
         _expire_sessions(services.sessions, services.settings.session_ttl_seconds)
     )
@@ -255,6 +261,12 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await services.sessions.close()
         if services.model.client is not None:
             await services.model.client.close()
+
+
+def _store_location(settings: Settings) -> str:
+    if settings.record_backend == "supabase":
+        return mask_url(settings.supabase_url or "")
+    return mask_url(settings.database_url)
 
 
 def _tune_garbage_collector() -> None:

@@ -1,10 +1,17 @@
-"""Logging set-up: every line about a request carries its request id and session id."""
+"""Logging set-up: every line about a request carries its request id and session id, and no line
+carries a secret (URLs and query strings are masked before they are logged)."""
 
 from __future__ import annotations
 
 import logging
+import re
 from contextvars import ContextVar
 from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+MASK = "***"
+# Query parameters whose values are credentials more often than not.
+_SECRET_PARAM = re.compile(r"key|token|secret|passw|pwd|auth|sig|credential|session", re.I)
 
 
 @dataclass
@@ -42,3 +49,38 @@ def configure_logging(level: str) -> None:
     handler.addFilter(RequestTagsFilter())
     handler._town_hall = True  # type: ignore[attr-defined]
     root.addHandler(handler)
+
+
+def mask_url(url: str) -> str:
+    """A URL fit for a log line: the password in it (and secret-looking query values) masked.
+
+    `postgresql://app:s3cret@db:5432/town` -> `postgresql://app:***@db:5432/town`.
+    """
+    parts = urlsplit(url)
+    netloc, query = parts.netloc, mask_query(parts.query)
+    userinfo, at, host = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.split(':', 1)[0]}:{MASK}@{host}"
+    if (netloc, query) == (parts.netloc, parts.query):
+        return url  # nothing secret (and sqlite:///x keeps its three slashes)
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def mask_query(query: str) -> str:
+    """A query string with the values of secret-looking parameters masked."""
+    if not query:
+        return query
+    pairs = parse_qsl(query, keep_blank_values=True)
+    return urlencode(
+        [(name, MASK if _SECRET_PARAM.search(name) else value) for name, value in pairs],
+        safe="*",
+    )
+
+
+def silence_uvicorn_access_log() -> None:
+    """Our access log (middleware.RequestLogMiddleware) is the only one.
+
+    uvicorn's prints each request's query string as sent, so a key passed as `?api_key=...`
+    would be written to the log; ours masks it. Called once uvicorn has set up its loggers.
+    """
+    logging.getLogger("uvicorn.access").disabled = True

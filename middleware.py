@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from errors import PayloadTooLargeError, error_body
-from logs import RequestTags, current_request
+from logs import RequestTags, current_request, mask_query
 
 logger = logging.getLogger("townhall.access")
 
@@ -53,11 +53,17 @@ class RequestLogMiddleware:
             logger.info(
                 "%s %s %s %.1fms",
                 scope["method"],
-                scope["path"],
+                _target(scope),
                 status,
                 (time.perf_counter() - started) * 1000,
             )
             current_request.reset(token)
+
+
+def _target(scope: Scope) -> str:
+    """The path and query string, secret-looking query values masked."""
+    query = scope.get("query_string", b"").decode("latin-1")
+    return f"{scope['path']}?{mask_query(query)}" if query else scope["path"]
 
 
 def _new_id() -> str:
