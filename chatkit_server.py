@@ -8,18 +8,24 @@ the widget shows a progress line, and a filed report appears as a card with its 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agents import Runner
+from agents import Runner, TResponseInputItem
+from agents.models.fake_id import FAKE_RESPONSES_ID
 from chatkit.agents import AgentContext, ThreadItemConverter, stream_agent_response
 from chatkit.server import ChatKitServer
 from chatkit.types import (
+    AssistantMessageItem,
     ChatKitReq,
     FeedbackKind,
     ProgressUpdateEvent,
+    ThreadItemAddedEvent,
+    ThreadItemDoneEvent,
+    ThreadItemRemovedEvent,
+    ThreadItemUpdatedEvent,
     ThreadMetadata,
     ThreadStreamEvent,
     UserMessageItem,
@@ -29,6 +35,7 @@ from chatkit.widgets import (
     DynamicWidgetRoot,
     WidgetTemplate,
 )
+from openai.types.responses import EasyInputMessageParam
 from pydantic import TypeAdapter
 
 from app_context import AppContext
@@ -86,13 +93,56 @@ def receipt_card(receipt: FilingReceipt) -> DynamicWidgetRoot:
     )
 
 
+class HistoryConverter(ThreadItemConverter):
+    """Thread items as agent input that both wire APIs accept.
+
+    ChatKit replays an assistant message as `{"type": "message", "role": "assistant",
+    "content": [{"type": "output_text", ...}]}`: an easy input message (no `id`, no `status`)
+    with output parts. The Chat Completions converter takes such a message as easy input and
+    accepts only input parts in it (`UserError: Unknown content`). Plain text content is valid
+    for an assistant message on the Responses API and Chat Completions alike.
+    """
+
+    async def assistant_message_to_input(self, item: AssistantMessageItem) -> TResponseInputItem:
+        return EasyInputMessageParam(
+            type="message", role="assistant", content="\n".join(part.text for part in item.content)
+        )
+
+
+class MessageIds:
+    """A real id for each assistant message streamed under the SDK's placeholder id.
+
+    ChatKit reuses the model's message id as the thread item id. Chat Completions has no item
+    ids, so the SDK streams every message as `__fake_id__`: in a thread's store (keyed by thread
+    and item id) each answer would overwrite the previous one.
+    """
+
+    def __init__(self, new_id: Callable[[], str]) -> None:
+        self.new_id = new_id
+        self.current: str | None = None
+
+    def fix(self, event: ThreadStreamEvent) -> ThreadStreamEvent:
+        if isinstance(event, ThreadItemAddedEvent | ThreadItemDoneEvent):
+            if event.item.id != FAKE_RESPONSES_ID:
+                return event
+            if isinstance(event, ThreadItemAddedEvent) or self.current is None:
+                self.current = self.new_id()
+            return event.model_copy(
+                update={"item": event.item.model_copy(update={"id": self.current})}
+            )
+        if isinstance(event, ThreadItemUpdatedEvent | ThreadItemRemovedEvent):
+            if event.item_id == FAKE_RESPONSES_ID and self.current is not None:
+                return event.model_copy(update={"item_id": self.current})
+        return event
+
+
 class TownHallChatKitServer(ChatKitServer[ChatKitRequestContext]):
     def __init__(self, store: ChatKitStore, turns: TurnRunner, desk: RecordDesk) -> None:
         super().__init__(store)
         self.threads = store
         self.turns = turns
         self.desk = desk
-        self.converter = ThreadItemConverter()
+        self.converter = HistoryConverter()
         self._busy: set[str] = set()
 
     def claim(self, thread_id: str) -> None:
@@ -138,9 +188,10 @@ class TownHallChatKitServer(ChatKitServer[ChatKitRequestContext]):
             max_turns=MAX_AGENT_TURNS,
             run_config=self.turns.run_config(thread.id),
         )
+        ids = MessageIds(lambda: self.store.generate_item_id("message", thread, context))
         try:
             async for event in stream_agent_response(agent_context, result):
-                yield event
+                yield ids.fix(event)
         finally:
             if not result.is_complete:
                 result.cancel()
