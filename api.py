@@ -36,7 +36,14 @@ from auth import AuthMiddleware, KeyRing, Principal
 from chatkit_api import chatkit_request_schema, chatkit_router
 from chatkit_server import TownHallChatKitServer
 from chatkit_store import CHATKIT_SCHEMA, ChatKitStore
-from errors import AppError, MessageTooLongError, error_body, install_error_handlers
+from errors import (
+    AdminOnlyError,
+    AppError,
+    DeadLetterNotFoundError,
+    MessageTooLongError,
+    error_body,
+    install_error_handlers,
+)
 from filing import RecordDesk
 from logs import configure_logging, current_request, mask_url, silence_uvicorn_access_log
 from middleware import BodyLimitMiddleware, RequestLogMiddleware
@@ -50,6 +57,9 @@ from schemas import (
     ChatReply,
     ChatRequest,
     Check,
+    DeadLetterInfo,
+    DeadLetterList,
+    DeadLetterRetried,
     ErrorBody,
     Health,
     ServiceInfo,
@@ -86,6 +96,7 @@ ENDPOINTS = {
     "chatkit_hosted_session": "POST /api/chatkit/session",
     "sessions": "GET /sessions",
     "session": "GET|DELETE /sessions/{session_id}",
+    "dead_letters": "GET /admin/dead-letters (admin key)",
     "health": "GET /health",
     "demo": "GET /demo",
     "docs": "GET /docs",
@@ -338,6 +349,23 @@ def _routes() -> APIRouter:
         responses={404: {"model": ErrorBody}},
     )
     router.add_api_route(
+        "/admin/dead-letters",
+        list_dead_letters,
+        methods=["GET"],
+        response_model=DeadLetterList,
+        responses={403: {"model": ErrorBody}},
+        tags=["admin"],
+    )
+    router.add_api_route(
+        "/admin/dead-letters/{reference}/retry",
+        retry_dead_letter,
+        methods=["POST"],
+        status_code=202,
+        response_model=DeadLetterRetried,
+        responses={403: {"model": ErrorBody}, 404: {"model": ErrorBody}},
+        tags=["admin"],
+    )
+    router.add_api_route(
         "/sessions/{session_id}",
         delete_session,
         methods=["DELETE"],
@@ -405,6 +433,12 @@ async def _record_checks(desk: RecordDesk) -> dict[str, Check]:
             detail={"backend": state["backend"], "last_error": state["last_error"]},
         ),
         "outbox": Check(status="ok", detail={"depth": state["outbox_depth"], **state["counters"]}),
+        # Set aside for an operator: nothing is lost, but someone must look (degraded).
+        "dead_letters": Check(
+            status="down" if state["dead_letters"] else "ok",
+            required=False,
+            detail={"count": state["dead_letters"], "list": "GET /admin/dead-letters"},
+        ),
     }
 
 
@@ -549,6 +583,44 @@ async def delete_session(
     """Stop the conversation's running turn, if any, then forget the conversation."""
     meta = await services.sessions.forget(session_key(caller, session_id, owner), caller.owner)
     return SessionDeleted(session_id=session_id, deleted=True, cancelled_turn=meta.busy)
+
+
+def _require_admin(caller: Principal) -> None:
+    # The admin key itself: a server without keys has no admin (dead letters hold personal data).
+    if not caller.admin_key:
+        raise AdminOnlyError()
+
+
+async def list_dead_letters(services: ServicesDep, caller: CallerDep) -> DeadLetterList:
+    """Records the store refused for good (invalid data, a constraint), set aside after a few
+    attempts. Admin key only."""
+    _require_admin(caller)
+    letters = [
+        DeadLetterInfo(
+            reference=letter.record.reference,
+            kind=letter.record.kind,
+            attempts=letter.attempts,
+            last_error=letter.last_error,
+            queued_at=_iso(letter.queued_at),
+            dead_at=_iso(letter.dead_at),
+            record=letter.record.row(),
+        )
+        for letter in await services.desk.dead_letters()
+    ]
+    return DeadLetterList(dead_letters=letters, count=len(letters))
+
+
+async def retry_dead_letter(
+    reference: Annotated[str, PathParam(pattern=r"^[A-Z]{2,3}-[0-9A-Z]{6}$")],
+    services: ServicesDep,
+    caller: CallerDep,
+) -> DeadLetterRetried:
+    """Queue a dead letter again once its cause is fixed; the background sync tries it at once
+    (and sets it aside again if the store still refuses it). Admin key only."""
+    _require_admin(caller)
+    if not await services.desk.retry_dead_letter(reference):
+        raise DeadLetterNotFoundError(reference)
+    return DeadLetterRetried(reference=reference, queued=True)
 
 
 def _session_info(meta: SessionMeta) -> SessionInfo:

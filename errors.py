@@ -49,6 +49,22 @@ class RateLimitedError(AppError):
         )
 
 
+class AdminOnlyError(AppError):
+    status_code = 403
+    code = "admin_only"
+
+    def __init__(self) -> None:
+        super().__init__("Only the admin key (ADMIN_KEY) may do this.")
+
+
+class DeadLetterNotFoundError(AppError):
+    status_code = 404
+    code = "dead_letter_not_found"
+
+    def __init__(self, reference: str) -> None:
+        super().__init__(f"No dead letter with reference {reference!r}.")
+
+
 class SessionBusyError(AppError):
     status_code = 409
     code = "session_busy"

@@ -1,10 +1,14 @@
 """Filing records so that none is lost and none is doubled.
 
-`RecordDesk.file` writes a record to the configured store; when the store cannot take it (down,
-timeout, 5xx, anything) the record goes to the durable outbox under the same reference, and a
-background task retries with backoff until it lands, across restarts. Each filing runs in its own
-task that a cancelled turn (a resident who disconnects) cannot interrupt, and shutdown waits a
-little for those still running.
+`RecordDesk.file` is write-ahead: the record goes to the durable outbox first, then to the
+configured store, and leaves the outbox once the store has it. When the store cannot take it
+(down, timeout, 5xx, anything) it stays in the outbox under the same reference, and a background
+task retries with backoff until it lands, across restarts; a crash at any point leaves it there
+to be delivered on restart, once (every store keeps the dedupe key unique). A record the store
+refuses for good (invalid data, a constraint) is tried a few times, then moved to the dead
+letters, where /health counts it and an admin can retry it after a fix. Each filing runs in its
+own task that a cancelled turn (a resident who disconnects) cannot interrupt, and shutdown waits
+a little for those still running.
 """
 
 from __future__ import annotations
@@ -13,18 +17,22 @@ import asyncio
 import contextlib
 import logging
 import random
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from outbox import Outbox
+from outbox import DeadLetter, Outbox
 from record_store import RecordStore
 from records import Record, Viewer, Visibility, visibility
 
 logger = logging.getLogger(__name__)
 
 IDLE_SYNC_SECONDS = 30.0
+# A record the store refuses for good is tried this often before it becomes a dead letter (a
+# refusal can be a passing state, e.g. a migration half applied); store outages never count.
+DEAD_LETTER_ATTEMPTS = 3
 
 
 class RecordsUnavailableError(Exception):
@@ -71,8 +79,9 @@ class RecordDesk:
         self.retry_base = retry_base
         self.retry_max = retry_max
         self.state = StoreState()
-        # Since start-up: records stored directly, queued in the outbox, and synced from it.
-        self.counters = {"stored": 0, "queued": 0, "synced": 0}
+        # Since start-up: records stored directly, left queued in the outbox, synced from it,
+        # and moved to the dead letters.
+        self.counters = {"stored": 0, "queued": 0, "synced": 0, "dead": 0}
         self._clock = clock
         self._in_flight: set[asyncio.Task[Filing]] = set()
         self._same_report: dict[str, tuple[asyncio.Lock, int]] = {}
@@ -121,20 +130,64 @@ class RecordDesk:
                 self._same_report[key] = (lock, users - 1)
 
     async def _file_once(self, record: Record) -> Filing:
-        queued = await self.outbox.find(record.dedupe_key)
-        if queued is not None:
+        now = self._clock()
+        try:
+            # The background sync leaves it alone while this filing writes it itself.
+            queued = await self.outbox.put(record, now, now + self.write_timeout + 1.0)
+        except Exception:
+            logger.exception("outbox unwritable; writing %s to the store only", record.reference)
+            return await self._store_only(record)
+        if queued != record.reference:  # the same report is already on its way
             return Filing(queued, queued=True, duplicate=True)
         try:
             stored = await asyncio.wait_for(self.store.insert_once(record), self.write_timeout)
         except Exception as error:
-            self._store_failed(error, f"could not store {record.reference}; queueing it")
-            reference = await self.outbox.put(record, self._clock())
+            await self._failed(record, 1, error)
             self.counters["queued"] += 1
             self._wake.set()
-            return Filing(reference, queued=True, duplicate=reference != record.reference)
+            return Filing(record.reference, queued=True, duplicate=False)
+        await self.outbox.remove(record.reference)
         self._store_ok()
         self.counters["stored"] += 1
         return Filing(stored, queued=False, duplicate=stored != record.reference)
+
+    async def _store_only(self, record: Record) -> Filing:
+        try:
+            stored = await asyncio.wait_for(self.store.insert_once(record), self.write_timeout)
+        except Exception as error:
+            self._store_failed(error, f"could not store {record.reference} either")
+            raise RecordsUnavailableError(record.reference) from error
+        self._store_ok()
+        self.counters["stored"] += 1
+        return Filing(stored, queued=False, duplicate=stored != record.reference)
+
+    async def _failed(self, record: Record, attempts: int, error: Exception) -> None:
+        """After a failed store write: retry later, or bury a record refused for good."""
+        kind = describe_store_error(error)
+        if is_permanent(error):
+            logger.warning(
+                "record store %s refused %s (attempt %d): %s",
+                self.store.backend,
+                record.reference,
+                attempts,
+                kind,
+            )
+            if attempts >= DEAD_LETTER_ATTEMPTS:
+                await self.outbox.bury(record.reference, attempts, kind, self._clock())
+                self.counters["dead"] += 1
+                logger.error(
+                    "record %s moved to the dead letters after %d refusals (%s): an admin can "
+                    "retry it at POST /admin/dead-letters/%s/retry once the cause is fixed",
+                    record.reference,
+                    attempts,
+                    kind,
+                    record.reference,
+                )
+                return
+        else:
+            self._store_failed(error, f"could not store {record.reference}; it stays queued")
+        retry_at = self._clock() + self._backoff(attempts)
+        await self.outbox.reschedule(record.reference, attempts, retry_at, kind)
 
     async def lookup(self, reference: str, viewer: Viewer) -> Found | None:
         """The record as far as `viewer` may see it, and whether it is still queued.
@@ -157,18 +210,17 @@ class RecordDesk:
         return Found(stored, False, seen)
 
     async def sync_once(self) -> int:
-        """Try every due queued record once; returns how many landed. Stops at the first failure
-        (the store is down: the rest would fail too)."""
+        """Try every due queued record once; returns how many landed. Stops at the first
+        outage (the rest would fail too); a record refused for its content does not stop it."""
         landed = 0
         for entry in await self.outbox.due(self._clock()):
             record = entry.record
             try:
                 await asyncio.wait_for(self.store.insert_once(record), self.write_timeout)
             except Exception as error:
-                attempts = entry.attempts + 1
-                retry_at = self._clock() + self._backoff(attempts)
-                await self.outbox.reschedule(record.reference, attempts, retry_at, _kind(error))
-                self._store_failed(error, f"retry {attempts} of {record.reference} failed")
+                await self._failed(record, entry.attempts + 1, error)
+                if is_permanent(error):
+                    continue
                 break
             await self.outbox.remove(record.reference)
             self._store_ok()
@@ -176,6 +228,17 @@ class RecordDesk:
             landed += 1
             logger.info("queued record %s reached the store", record.reference)
         return landed
+
+    async def dead_letters(self) -> list[DeadLetter]:
+        return await self.outbox.dead_letters()
+
+    async def retry_dead_letter(self, reference: str) -> bool:
+        """Queue a dead letter again, due now; False if there is none with this reference."""
+        revived = await self.outbox.revive(reference, self._clock())
+        if revived:
+            logger.info("dead letter %s queued again by an admin", reference)
+            self._wake.set()
+        return revived
 
     async def _sync_forever(self) -> None:
         while True:
@@ -206,13 +269,17 @@ class RecordDesk:
             "store": self.state.status,
             "last_error": self.state.last_error,
             "outbox_depth": await self.outbox.depth(),
+            "dead_letters": await self.outbox.dead_count(),
             "counters": dict(self.counters),
         }
 
     def _store_failed(self, error: BaseException, what: str) -> None:
         if self.state.status != "down":
-            # The first failure gets the traceback; repeats while down get one line each.
-            logger.error("record store %s: %s", self.store.backend, what, exc_info=error)
+            # An outage is an expected fault: one line (the error's type and code, never its
+            # text, which may carry a DSN), then one line per retry while it lasts.
+            logger.warning(
+                "record store %s: %s (%s)", self.store.backend, what, describe_store_error(error)
+            )
             self.state = StoreState("down", _kind(error), self._clock())
         else:
             logger.warning(
@@ -229,3 +296,29 @@ class RecordDesk:
 def _kind(error: BaseException) -> str:
     """A short, secret-free description of a failure (no message: it may carry a DSN)."""
     return type(error).__name__
+
+
+def describe_store_error(error: BaseException) -> str:
+    """The failure's type, and its SQLSTATE or HTTP status when it has one (never its text)."""
+    code = getattr(error, "sqlstate", None) or getattr(error, "code", None)
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    detail = code if isinstance(code, str) and code else status
+    return f"{_kind(error)} ({detail})" if detail else _kind(error)
+
+
+# SQLSTATE classes that no retry can fix: 22 data exception (e.g. a NUL byte in text, a value
+# out of range), 23 integrity constraint violation.
+_PERMANENT_SQLSTATE_CLASSES = ("22", "23")
+
+
+def is_permanent(error: BaseException) -> bool:
+    """A store refusing this record for what it holds, not a store that is unreachable."""
+    if isinstance(error, sqlite3.IntegrityError | sqlite3.DataError):
+        return True
+    code = getattr(error, "sqlstate", None) or getattr(error, "code", None)
+    if isinstance(code, str) and code[:2] in _PERMANENT_SQLSTATE_CLASSES and len(code) == 5:
+        return True
+    # PostgREST answers a refused row with 400 (its own codes: PGRST...) or 409 (a conflict the
+    # upsert did not absorb); 408 and 429 are passing states.
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    return isinstance(status, int) and 400 <= status < 500 and status not in (401, 403, 408, 429)

@@ -1,7 +1,11 @@
-"""A durable local outbox: records the configured store could not take yet.
+"""A durable local outbox: every record on its way to the store, and the ones it refused.
 
-A SQLite file, so a queued report survives a crash or restart. Each entry keeps the whole record
-(reference included, so the retry is idempotent), how often it was tried, and when to try next.
+A SQLite file (synchronous=FULL: a committed entry survives a crash or a power cut). Filing is
+write-ahead: a record is written here before the store write starts and removed once the store
+has it, so a crash at any moment leaves it here to be delivered on restart. Each entry keeps the
+whole record (reference included, so a retry is idempotent), how often it was tried, and when to
+try next. Records the store refuses for good (invalid data, a constraint) move to `dead_letters`
+after a few attempts, for an operator to look at and retry once the cause is fixed.
 """
 
 from __future__ import annotations
@@ -26,13 +30,34 @@ CREATE TABLE IF NOT EXISTS outbox (
     last_error TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_due_idx ON outbox (next_attempt_at);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    reference TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    dedupe_key TEXT NOT NULL UNIQUE,
+    session_id TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    queued_at REAL NOT NULL,
+    attempts INTEGER NOT NULL,
+    last_error TEXT,
+    dead_at REAL NOT NULL
+);
 """
+ENTRY_COLUMNS = "reference, kind, dedupe_key, session_id, payload, queued_at"
 
 
 @dataclass(frozen=True)
 class QueuedRecord:
     record: Record
     attempts: int
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    record: Record
+    attempts: int
+    last_error: str | None
+    queued_at: float
+    dead_at: float
 
 
 class Outbox:
@@ -48,8 +73,12 @@ class Outbox:
     async def close(self) -> None:
         await self._db.close()
 
-    async def put(self, record: Record, now: float) -> str:
-        """Queue the record; returns the reference queued for its dedupe key (maybe older)."""
+    async def put(self, record: Record, now: float, first_attempt_at: float | None = None) -> str:
+        """Queue the record; returns the reference queued for its dedupe key (maybe older).
+
+        `first_attempt_at`: when the background sync may first try it (later than now while
+        the filer itself is writing it to the store).
+        """
         values = (
             record.reference,
             record.kind,
@@ -57,7 +86,7 @@ class Outbox:
             record.session_id,
             record.model_dump_json(by_alias=True),
             now,
-            now,
+            now if first_attempt_at is None else first_attempt_at,
         )
 
         def insert_then_find(conn: sqlite3.Connection) -> str:
@@ -110,6 +139,55 @@ class Outbox:
             " WHERE reference = ?",
             (attempts, at, error, reference),
         )
+
+
+    async def bury(self, reference: str, attempts: int, error: str, now: float) -> None:
+        """Move an entry the store refuses for good to the dead letters (one transaction)."""
+
+        def move(conn: sqlite3.Connection) -> None:
+            with conn:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute(
+                    f"INSERT INTO dead_letters ({ENTRY_COLUMNS}, attempts, last_error, dead_at)"
+                    f" SELECT {ENTRY_COLUMNS}, ?, ?, ? FROM outbox WHERE reference = ?"
+                    " ON CONFLICT DO NOTHING",
+                    (attempts, error, now, reference),
+                )
+                conn.execute("DELETE FROM outbox WHERE reference = ?", (reference,))
+
+        await self._db.run(move)
+
+    async def revive(self, reference: str, now: float) -> bool:
+        """Put a dead letter back in the outbox, due now; False if there is no such letter."""
+
+        def move(conn: sqlite3.Connection) -> bool:
+            with conn:
+                conn.execute("BEGIN IMMEDIATE")
+                moved = conn.execute(
+                    f"INSERT INTO outbox ({ENTRY_COLUMNS}, attempts, next_attempt_at)"
+                    f" SELECT {ENTRY_COLUMNS}, 0, ? FROM dead_letters WHERE reference = ?"
+                    " ON CONFLICT DO NOTHING",
+                    (now, reference),
+                ).rowcount
+                conn.execute("DELETE FROM dead_letters WHERE reference = ?", (reference,))
+            return bool(moved)
+
+        return await self._db.run(move)
+
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        rows = await self._db.fetchall(
+            "SELECT kind, payload, attempts, last_error, queued_at, dead_at FROM dead_letters"
+            " ORDER BY dead_at LIMIT ?",
+            (limit,),
+        )
+        return [
+            DeadLetter(_decode(kind, payload), attempts, error, queued_at, dead_at)
+            for kind, payload, attempts, error, queued_at, dead_at in rows
+        ]
+
+    async def dead_count(self) -> int:
+        row = await self._db.fetchone("SELECT count(*) FROM dead_letters")
+        return int(row[0]) if row else 0
 
 
 def _decode(kind: str, payload: str) -> Record:

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # No 0/O, 1/I/L, so a reference read out over the phone is unambiguous; 31^6 ≈ 8.9e8 per prefix.
 REFERENCE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
@@ -38,6 +39,20 @@ IncidentCategory = Literal[
 ]
 Sentiment = Literal["positive", "neutral", "negative"]
 RECEIVED = "received"
+
+
+# C0 control characters but tab and newline, DEL, and C1 controls: PostgreSQL refuses NUL in text
+# outright (a report that could never land), and none of them belongs in a report.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# Lone surrogates (from a JSON \ud800 escape) cannot be encoded as UTF-8 by any store.
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def clean_text(text: str) -> str:
+    """Text every store can hold: control characters dropped (CR LF becomes LF), lone
+    surrogates replaced by U+FFFD."""
+    text = text.replace("\r\n", "\n")
+    return _SURROGATE.sub("\ufffd", _CONTROL.sub("", text))
 
 
 def new_reference(prefix: str) -> str:
@@ -75,6 +90,14 @@ class Record(BaseModel):
     owner: str | None = None
     conversation_id: str | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _clean_text(cls, data: Any) -> Any:
+        """Every text field cleaned on the way in, whoever builds the record (tools, sync)."""
+        if isinstance(data, dict):
+            return {k: clean_text(v) if isinstance(v, str) else v for k, v in data.items()}
+        return data
+
     @classmethod
     def create(cls, filer: Filer, **fields: Any) -> Record:
         """A new record with a fresh reference and the dedupe key of its content."""
@@ -83,7 +106,7 @@ class Record(BaseModel):
             session_id=filer.session_id,
             owner=filer.owner,
             conversation_id=filer.conversation_id,
-            dedupe_key=dedupe_key(cls.kind, filer, fields),
+            dedupe_key=dedupe_key(cls.kind, filer, _cleaned(fields)),
             **fields,
         )
 
@@ -197,6 +220,10 @@ def dedupe_key(kind: str, filer: Filer, fields: dict[str, Any]) -> str:
     identity = [filer.owner, filer.conversation_id]
     canonical = json.dumps([kind, identity, normalised], ensure_ascii=False, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def _cleaned(fields: dict[str, Any]) -> dict[str, Any]:
+    return {k: clean_text(v) if isinstance(v, str) else v for k, v in fields.items()}
 
 
 def record_from_row(record_type: type[Record], row: dict[str, Any]) -> Record:

@@ -133,3 +133,23 @@ class ErrorDetail(BaseModel):
 
 class ErrorBody(BaseModel):
     error: ErrorDetail
+
+
+class DeadLetterInfo(BaseModel):
+    reference: str
+    kind: str
+    attempts: int = Field(description="Store writes tried before it was set aside.")
+    last_error: str | None = Field(description="The store's refusal: error type and code.")
+    queued_at: str = Field(description="ISO 8601, UTC: when it was filed.")
+    dead_at: str = Field(description="ISO 8601, UTC: when it was set aside.")
+    record: dict[str, Any] = Field(description="The record as filed (personal data: admin only).")
+
+
+class DeadLetterList(BaseModel):
+    dead_letters: list[DeadLetterInfo]
+    count: int
+
+
+class DeadLetterRetried(BaseModel):
+    reference: str
+    queued: bool = Field(description="Back in the outbox; the background sync tries it now.")

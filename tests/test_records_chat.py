@@ -285,7 +285,9 @@ async def test_root_and_health_report_the_record_store() -> None:
         "stored": 0,
         "queued": 0,
         "synced": 0,
+        "dead": 0,
     }
+    assert health["checks"]["dead_letters"]["status"] == "ok"
 
 
 async def test_parallel_identical_filings_write_one_row() -> None:
