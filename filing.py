@@ -30,6 +30,7 @@ from records import Record, Viewer, Visibility, visibility
 logger = logging.getLogger(__name__)
 
 IDLE_SYNC_SECONDS = 30.0
+HEALTH_TIMEOUT = 1.0
 # A record the store refuses for good is tried this often before it becomes a dead letter (a
 # refusal can be a passing state, e.g. a migration half applied); store outages never count.
 DEAD_LETTER_ATTEMPTS = 3
@@ -259,7 +260,8 @@ class RecordDesk:
 
     async def health(self) -> dict[str, Any]:
         try:
-            await asyncio.wait_for(self.store.ping(), self.write_timeout)
+            # Bounded on its own: a hanging store must not make /health hang with it.
+            await asyncio.wait_for(self.store.ping(), min(self.write_timeout, HEALTH_TIMEOUT))
         except Exception as error:
             self._store_failed(error, "health check could not reach the store")
         else:

@@ -140,7 +140,6 @@ class Outbox:
             (attempts, at, error, reference),
         )
 
-
     async def bury(self, reference: str, attempts: int, error: str, now: float) -> None:
         """Move an entry the store refuses for good to the dead letters (one transaction)."""
 

@@ -129,7 +129,7 @@ START_LIMIT_SECONDS = 90
 async def wait_healthy_async(server: ServerProcess, limit: float = START_LIMIT_SECONDS) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limit
-    async with httpx.AsyncClient(timeout=1) as client:
+    async with httpx.AsyncClient(timeout=5) as client:
         while loop.time() < deadline:
             if server.process.poll() is not None:
                 raise AssertionError(f"server exited: {server.log()}")
@@ -147,7 +147,7 @@ def wait_healthy(server: ServerProcess, timeout: float = START_LIMIT_SECONDS) ->
         if server.process.poll() is not None:
             raise AssertionError(f"server exited: {server.log()}")
         try:
-            if httpx.get(f"{server.base_url}/health", timeout=1).status_code in (200, 503):
+            if httpx.get(f"{server.base_url}/health", timeout=5).status_code in (200, 503):
                 return
         except httpx.TransportError:
             time.sleep(0.1)
