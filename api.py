@@ -72,10 +72,11 @@ from schemas import (
 from session_store import SessionMeta, SessionStore, TurnLease, choose_session_store
 from sessions import Clock, SessionRegistry, history_messages
 from settings import Settings, sqlite_path
+from shutdown import Drain
 from sqlite_file import SQLiteFile
 from sse_frames import Frame, NamedEvent, SSEResponse, TextDelta
 from tools import TOWN_HALL_TOOLS
-from turns import TurnRunner
+from turns import SERVER_RESTARTING, TurnRunner
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +126,7 @@ class Services:
     turns: TurnRunner
     keys: KeyRing
     rate_limiter: RateLimiter | None
+    drain: Drain
 
 
 def create_app(
@@ -155,16 +157,20 @@ def create_app(
         settings.max_sessions, settings.session_ttl_seconds, **({"clock": clock} if clock else {})
     )
     sessions = choose_session_store(settings, registry)
+    drain = Drain(settings.shutdown_grace_seconds)
     services = Services(
         settings=settings,
         model=choice,
         desk=desk,
-        chatkit=TownHallChatKitServer(ChatKitStore(_chatkit_database(settings)), turns, desk),
+        chatkit=TownHallChatKitServer(
+            ChatKitStore(_chatkit_database(settings)), turns, desk, drain
+        ),
         registry=registry,
         sessions=sessions,
         turns=turns,
         keys=KeyRing(settings.api_key_list, _secret(settings.admin_key)),
         rate_limiter=_rate_limiter(settings, sessions),
+        drain=drain,
     )
     app = FastAPI(
         title=SERVICE_NAME,
@@ -260,9 +266,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     if services.settings.gc_tuning:
         _tune_garbage_collector()
+    services.drain.install()  # SIGTERM: stop admitting turns, let them finish, then exit
     try:
         yield
     finally:
+        services.drain.uninstall()
         sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sweeper
@@ -398,11 +406,21 @@ async def health(services: ServicesDep) -> JSONResponse:
             | ({"notice": ECHO_NOTICE} if services.model.mode == "echo" else {}),
         ),
         "sessions": await _session_check(services.sessions),
+        **_drain_check(services.drain),
         **await _record_checks(services.desk),
     }
     status = _overall(checks)
     body = Health(status=status, checks=checks)
     return JSONResponse(body.model_dump(), status_code=503 if status == "unhealthy" else 200)
+
+
+def _drain_check(drain: Drain) -> dict[str, Check]:
+    """Draining for a restart, the server takes no new turns: unhealthy, so balancers move on."""
+    if not drain.draining:
+        return {}
+    return {
+        "server": Check(status="down", detail={"shutting_down": True, "live_turns": drain.live})
+    }
 
 
 async def _session_check(store: SessionStore) -> Check:
@@ -454,6 +472,7 @@ async def chat(
     body: ChatRequest, request: Request, services: ServicesDep, caller: CallerDep
 ) -> Any:
     """Send a message; the reply streams back as Server-Sent Events (see the 200 response)."""
+    services.drain.admit()
     await enforce(services.rate_limiter, rate_identity(request, caller))
     limit = services.settings.max_message_chars
     if len(body.message) > limit:
@@ -474,6 +493,7 @@ async def chat(
         admin=caller.admin_key,
     )
     turn = _Turn(services.sessions, lease, session_id)
+    turn.untrack = services.drain.track(lambda: lease.cancel(SERVER_RESTARTING.code))
     frames = services.turns.stream(lease, body.message, context)
     if not body.stream:
         return await _collect(frames, turn, session_id)
@@ -496,11 +516,13 @@ class _Turn:
         self.session_id = session_id  # the client's label (the lease holds the store's key)
         self.completed = False
         self._released = False
+        self.untrack: Callable[[], None] = lambda: None
 
     async def release(self) -> None:
         if self._released:
             return
         self._released = True
+        self.untrack()
         # Shielded: this often runs in a response that is being cancelled (the client left),
         # and a lease that is not returned keeps the conversation busy until its lock lapses.
         with anyio.CancelScope(shield=True):
@@ -539,7 +561,9 @@ async def _collect(frames: AsyncIterator[Frame], turn: _Turn, session_id: str) -
             elif frame.name == sse_frames.TOOL_RESULT and frame.data["call_id"] in calls:
                 calls[frame.data["call_id"]].output = frame.data["output"]
             elif frame.name == sse_frames.ERROR:
-                status = 409 if frame.data["code"] == "cancelled" else 502
+                status = {"cancelled": 409, SERVER_RESTARTING.code: 503}.get(
+                    frame.data["code"], 502
+                )
                 body = error_body(frame.data["code"], frame.data["message"])
                 return JSONResponse(body | {"session_id": session_id}, status)
             elif frame.name == sse_frames.DONE:

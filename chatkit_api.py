@@ -185,6 +185,7 @@ def chatkit_router() -> APIRouter:
         )
         if not is_streaming_req(parsed):
             return await _answer(server, body, context)
+        server.drain.admit()  # a new answer: 503 shutting_down while draining
         if thread_id is not None:
             server.claim(thread_id)
         try:

@@ -16,12 +16,14 @@ from typing import Any
 from agents import Runner, TResponseInputItem
 from agents.models.fake_id import FAKE_RESPONSES_ID
 from chatkit.agents import AgentContext, ThreadItemConverter, stream_agent_response
+from chatkit.errors import CustomStreamError
 from chatkit.server import ChatKitServer
 from chatkit.types import (
     AssistantMessageItem,
     ChatKitReq,
     FeedbackKind,
     ProgressUpdateEvent,
+    ThreadItem,
     ThreadItemAddedEvent,
     ThreadItemDoneEvent,
     ThreadItemRemovedEvent,
@@ -42,8 +44,9 @@ from app_context import AppContext
 from chatkit_store import ChatKitStore
 from errors import ThreadBusyError
 from filing import RecordDesk
+from shutdown import Drain
 from tools import FilingReceipt
-from turns import MAX_AGENT_TURNS, TurnRunner
+from turns import MAX_AGENT_TURNS, SERVER_RESTARTING, TurnRunner
 
 logger = logging.getLogger(__name__)
 
@@ -137,8 +140,11 @@ class MessageIds:
 
 
 class TownHallChatKitServer(ChatKitServer[ChatKitRequestContext]):
-    def __init__(self, store: ChatKitStore, turns: TurnRunner, desk: RecordDesk) -> None:
+    def __init__(
+        self, store: ChatKitStore, turns: TurnRunner, desk: RecordDesk, drain: Drain
+    ) -> None:
         super().__init__(store)
+        self.drain = drain
         self.threads = store
         self.turns = turns
         self.desk = desk
@@ -189,10 +195,37 @@ class TownHallChatKitServer(ChatKitServer[ChatKitRequestContext]):
             run_config=self.turns.run_config(thread.id),
         )
         ids = MessageIds(lambda: self.store.generate_item_id("message", thread, context))
+        stopped = False
+
+        def stop() -> None:  # the shutdown grace ran out
+            nonlocal stopped
+            stopped = True
+            result.cancel()
+
+        untrack = self.drain.track(stop)
+        # Assistant messages still streaming: on a stop they are finished as they stand, so
+        # ChatKitServer saves them (it saves an item on its done event) and the widget shows them.
+        pending: dict[str, ThreadItem] = {}
         try:
-            async for event in stream_agent_response(agent_context, result):
-                yield ids.fix(event)
+            async for raw in stream_agent_response(agent_context, result):
+                event = ids.fix(raw)
+                if isinstance(event, ThreadItemAddedEvent):
+                    if isinstance(event.item, AssistantMessageItem):
+                        pending[event.item.id] = event.item.model_copy(deep=True)
+                elif isinstance(event, ThreadItemUpdatedEvent):
+                    self._update_pending_items(pending, event)  # ChatKitServer's own bookkeeping
+                elif isinstance(event, ThreadItemDoneEvent):
+                    pending.pop(event.item.id, None)
+                yield event
+            if stopped:
+                for item in pending.values():
+                    if isinstance(item, AssistantMessageItem) and any(
+                        part.text.strip() for part in item.content
+                    ):
+                        yield ThreadItemDoneEvent(item=item)
+                raise CustomStreamError(SERVER_RESTARTING.message, allow_retry=True)
         finally:
+            untrack()
             if not result.is_complete:
                 result.cancel()
 

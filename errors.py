@@ -87,6 +87,17 @@ class SessionCapacityError(AppError):
         )
 
 
+class ShuttingDownError(AppError):
+    status_code = 503
+    code = "shutting_down"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            "The server is restarting; send your message again in a few seconds.",
+            headers={"Retry-After": str(retry_after), "Connection": "close"},
+        )
+
+
 class MessageTooLongError(AppError):
     status_code = 422
     code = "message_too_long"

@@ -54,12 +54,15 @@ class TurnLease:
     token: str = ""
     _cancel: Callable[[], None] | None = field(default=None, repr=False)
     lost: bool = False
+    stop_reason: str | None = None  # "server_restarting" when the shutdown grace ran out
 
     def on_cancel(self, cancel: Callable[[], None]) -> None:
         """What to call if the turn must stop (deleted, or its lock lost)."""
         self._cancel = cancel
 
-    def cancel(self) -> None:
+    def cancel(self, reason: str | None = None) -> None:
+        if reason is not None and self.stop_reason is None:
+            self.stop_reason = reason
         if self._cancel is not None:
             self._cancel()
 

@@ -56,6 +56,7 @@ class Settings(BaseModel):
     lean_stream: bool = True
     gc_tuning: bool = True
     sse_ping_seconds: float = Field(15, gt=0)
+    shutdown_grace_seconds: float = Field(20, ge=0)
     database_url: str = "sqlite:///townhall.db"
     supabase_url: str | None = None
     supabase_service_key: SecretStr | None = None

@@ -45,6 +45,10 @@ class TurnFailure:
 
 
 CANCELLED = TurnFailure("cancelled", "This conversation was closed while the answer was running.")
+SERVER_RESTARTING = TurnFailure(
+    "server_restarting",
+    "The server restarted before the answer finished. Please send your message again.",
+)
 
 
 def describe_failure(error: BaseException) -> TurnFailure:
@@ -116,8 +120,11 @@ class TurnRunner:
 
         lease.on_cancel(cancel)
         agents_seen = 0
+        partial: list[str] = []  # the reply text streamed since the last completed message
         try:
             async for event in result.stream_events():
+                if isinstance(event, RunItemStreamEvent) and event.name == "message_output_created":
+                    partial.clear()  # that message is complete (the SDK saves it)
                 if isinstance(event, AgentUpdatedStreamEvent):
                     agents_seen += 1
                     if agents_seen > 1:  # the first one is the starting agent, not a handoff
@@ -125,6 +132,8 @@ class TurnRunner:
                     continue
                 frame = _frame_for(event)
                 if frame is not None:
+                    if isinstance(frame, TextDelta):
+                        partial.append(frame.text)
                     yield frame
         except Exception as error:
             logger.error("turn failed: %s", type(error).__name__, exc_info=error)
@@ -135,11 +144,25 @@ class TurnRunner:
             if not result.is_complete:
                 result.cancel()
         if cancelled.is_set():
-            yield NamedEvent(
-                sse_frames.ERROR, {"code": CANCELLED.code, "message": CANCELLED.message}
-            )
+            failure = CANCELLED
+            if lease.stop_reason == SERVER_RESTARTING.code:
+                failure = SERVER_RESTARTING
+                await _save_partial(lease, "".join(partial))
+            yield NamedEvent(sse_frames.ERROR, {"code": failure.code, "message": failure.message})
             return
         yield NamedEvent(sse_frames.DONE, _done_payload(result.final_output, result))
+
+
+async def _save_partial(lease: TurnLease, text: str) -> None:
+    """Keep the unfinished reply in the conversation, so the next turn sees what was said."""
+    if not text.strip():
+        return
+    try:
+        await lease.history.add_items(
+            [{"role": "assistant", "content": text + " [interrupted: server restart]"}]
+        )
+    except Exception:
+        logger.exception("could not save the interrupted reply")
 
 
 def _frame_for(event: Any) -> Frame | None:

@@ -26,7 +26,14 @@ def make_settings(**overrides: Any) -> Settings:
     Model retries back off for milliseconds, not seconds; the GC of the test process is left
     alone (tuning it is a server-process policy)."""
     return Settings.model_validate(
-        {"tracing": "off", "model_retry_backoff_seconds": 0.02, "gc_tuning": False, **overrides}
+        {
+            "tracing": "off",
+            "model_retry_backoff_seconds": 0.02,
+            "gc_tuning": False,
+            # live_server's teardown ends turns at once, as after a grace run out.
+            "shutdown_grace_seconds": 0,
+            **overrides,
+        }
     )
 
 
