@@ -1,0 +1,152 @@
+"""SIGTERM to a real `uvicorn api:app` process while residents are reading answers.
+
+New turns get 503 shutting_down with Retry-After; answers that finish within the grace finish
+normally; the rest end with an `error` event (server_restarting) and `data: [DONE]`, what they
+produced is kept in the conversation, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from chatkit_client import user_input
+from fake_openai import FakeOpenAI
+from processes import ServerProcess, clean_env, server_processes
+from support import live_server
+
+GRACE = 2.0
+
+
+def env_for(upstream: str, tmp_path: Path, **extra: str) -> dict[str, str]:
+    return clean_env(
+        OPENAI_API_KEY="sk-fake",
+        OPENAI_BASE_URL=f"{upstream}/v1",
+        OPENAI_API="responses",
+        MODEL="fake",
+        SHUTDOWN_GRACE_SECONDS=str(GRACE),
+        SESSION_STORE=f"sqlite:///{tmp_path}/sessions.db",
+        DATABASE_URL=f"sqlite:///{tmp_path}/records.db",
+        OUTBOX_PATH=str(tmp_path / "outbox.db"),
+        **extra,
+    )
+
+
+async def read_stream(
+    client: httpx.AsyncClient, session_id: str, started: asyncio.Event
+) -> list[tuple[str, str]]:
+    """(event, data) pairs of one /chat stream, read to its end."""
+    frames: list[tuple[str, str]] = []
+    event = "message"
+    payload = {"message": f"tell me a story {session_id}", "session_id": session_id}
+    async with client.stream("POST", "/chat", json=payload) as response:
+        assert response.status_code == 200
+        async for line in response.aiter_lines():
+            if line.startswith("event: "):
+                event = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                frames.append((event, line.removeprefix("data: ")))
+                if event == "message":
+                    started.set()
+                event = "message"
+    return frames
+
+
+async def wait_exit(server: ServerProcess, limit: float = 30) -> int:
+    deadline = time.monotonic() + limit
+    while (code := server.process.poll()) is None:
+        if time.monotonic() > deadline:
+            raise AssertionError("the server did not exit")
+        await asyncio.sleep(0.02)
+    return code
+
+
+async def test_sigterm_drains_live_streams_then_exits_cleanly(tmp_path: Path) -> None:
+    fake = FakeOpenAI(tokens=400, delay=0.05)  # 20 s answers: longer than the grace
+    async with live_server(fake) as upstream:  # type: ignore[arg-type]
+        env = env_for(upstream, tmp_path)
+        async with server_processes([env], tmp_path) as (server,):
+            async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as client:
+                started = [asyncio.Event() for _ in range(3)]
+                streams = [
+                    asyncio.create_task(read_stream(client, f"live-{n}", started[n]))
+                    for n in range(3)
+                ]
+                await asyncio.wait_for(asyncio.gather(*(s.wait() for s in started)), 30)
+                sent_at = time.monotonic()
+                server.process.send_signal(signal.SIGTERM)
+                await asyncio.sleep(0.3)
+                refused = await client.post("/chat", json={"message": "hello?"})
+                health = await client.get("/health")
+                frames = await asyncio.wait_for(asyncio.gather(*streams), 30)
+                ended_after = time.monotonic() - sent_at
+            code = await wait_exit(server)
+            exited_after = time.monotonic() - sent_at
+        # The same conversations, from a new process on the same session store.
+        async with server_processes([env], tmp_path) as (restarted,):
+            async with httpx.AsyncClient(base_url=restarted.base_url) as client:
+                history = (await client.get("/sessions/live-0")).json()
+    assert refused.status_code == 503
+    assert refused.json()["error"]["code"] == "shutting_down"
+    assert int(refused.headers["retry-after"]) > 0
+    assert health.status_code == 503 and health.json()["checks"]["server"]["status"] == "down"
+    for stream in frames:
+        errors = [json.loads(data) for event, data in stream if event == "error"]
+        assert [e["code"] for e in errors] == ["server_restarting"]
+        assert "Traceback" not in errors[0]["message"]
+        assert stream[-1] == ("message", "[DONE]")
+        assert sum(1 for event, _ in stream if event == "message") > 2  # text came first
+    assert GRACE <= ended_after < GRACE + 5
+    assert code == 0 and exited_after < GRACE + 8
+    roles = [m["role"] for m in history["messages"]]
+    assert roles == ["user", "assistant"]
+    assert "[interrupted: server restart]" in history["messages"][1]["content"]
+
+
+async def test_answers_that_finish_within_the_grace_finish_normally(tmp_path: Path) -> None:
+    fake = FakeOpenAI(tokens=20, delay=0.03)  # ~0.6 s answers: well inside the grace
+    async with live_server(fake) as upstream:  # type: ignore[arg-type]
+        async with server_processes([env_for(upstream, tmp_path)], tmp_path) as (server,):
+            async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as client:
+                started = asyncio.Event()
+                stream = asyncio.create_task(read_stream(client, "short", started))
+                await asyncio.wait_for(started.wait(), 30)
+                sent_at = time.monotonic()
+                server.process.send_signal(signal.SIGTERM)
+                frames = await asyncio.wait_for(stream, 30)
+            code = await wait_exit(server)
+            exited_after = time.monotonic() - sent_at
+    assert [event for event, _ in frames if event not in ("message",)] == ["session", "done"]
+    assert frames[-1] == ("message", "[DONE]")
+    assert code == 0 and exited_after < GRACE  # it did not wait out the grace
+
+
+async def test_a_chatkit_stream_ends_with_its_error_event(tmp_path: Path) -> None:
+    fake = FakeOpenAI(tokens=400, delay=0.05)
+    async with live_server(fake) as upstream:  # type: ignore[arg-type]
+        async with server_processes([env_for(upstream, tmp_path)], tmp_path) as (server,):
+            async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as client:
+                events: list[dict[str, Any]] = []
+                signalled_at: float | None = None
+                body = {"type": "threads.create", "params": {"input": user_input("a story")}}
+                async with client.stream("POST", "/chatkit", json=body) as response:
+                    async for line in response.aiter_lines():
+                        if not line.startswith("data: "):
+                            continue
+                        events.append(json.loads(line.removeprefix("data: ")))
+                        if events[-1]["type"] == "thread.item.updated" and signalled_at is None:
+                            server.process.send_signal(signal.SIGTERM)
+                            signalled_at = time.monotonic()
+                ended_after = time.monotonic() - (signalled_at or 0)
+            code = await wait_exit(server)
+    assert events[-1]["type"] == "error"
+    assert events[-1]["allow_retry"] is True
+    done = [e["item"] for e in events if e["type"] == "thread.item.done"]
+    assert [item["type"] for item in done][-1] == "assistant_message"  # the partial, kept
+    assert GRACE <= ended_after < GRACE + 5
+    assert code == 0
