@@ -11,6 +11,7 @@ import contextlib
 import gc
 import logging
 import secrets
+import sys
 import tomllib
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -71,12 +72,12 @@ from schemas import (
 )
 from session_store import SessionMeta, SessionStore, TurnLease, choose_session_store
 from sessions import Clock, SessionRegistry, history_messages
-from settings import Settings, sqlite_path
+from settings import Settings, SettingsError, sqlite_path
 from shutdown import Drain
 from sqlite_file import SQLiteFile
 from sse_frames import Frame, NamedEvent, SSEResponse, TextDelta
 from tools import TOWN_HALL_TOOLS
-from turns import SERVER_RESTARTING, TurnRunner
+from turns import SERVER_RESTARTING, TurnRunner, quiet_model_attempts
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +142,7 @@ def create_app(
     `tools` the town-hall tools, `store` the record store the settings name."""
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level)
+    quiet_model_attempts()
     choice = ModelChoice(model, "custom", type(model).__name__) if model else choose_model(settings)
     agent = build_town_hall_agent(
         choice.model, model_settings(settings), TOWN_HALL_TOOLS if tools is None else tools
@@ -729,4 +731,16 @@ _CHAT_DOCS: dict[str, Any] = {
     },
 }
 
-app = create_app()
+
+def _app_from_environment() -> FastAPI:
+    """The app uvicorn serves. An invalid setting ends start-up with one line naming it (no
+    traceback: nothing is wrong with the code), and exit status 1."""
+    try:
+        settings = Settings.from_env()
+    except SettingsError as error:
+        sys.stderr.write(f"Digital Town Hall API cannot start: {error}\n")
+        raise SystemExit(1) from None
+    return create_app(settings)
+
+
+app = _app_from_environment()

@@ -30,6 +30,7 @@ from pydantic_core import to_jsonable_python
 
 import sse_frames
 from app_context import AppContext
+from lean_stream import StreamDecodeError
 from session_store import TurnLease
 from sse_frames import Frame, NamedEvent, TextDelta
 
@@ -78,6 +79,59 @@ def describe_failure(error: BaseException) -> TurnFailure:
     return TurnFailure(
         "model_error", "Sorry, something went wrong while answering. Please try again."
     )
+
+
+# Faults of the world outside, which the resident's message already explains: the upstream
+# refused, failed, timed out or broke the stream, or the agent ran out of steps. One WARNING line
+# each; a traceback only for what nobody expected (a bug is then easy to find).
+_EXPECTED_FAULTS = (
+    openai.APIError,
+    StreamDecodeError,
+    # The openai client's own stream parser (Chat Completions) raises this for a malformed event.
+    json.JSONDecodeError,
+    httpx2.HTTPError,
+    TimeoutError,
+    ModelTimeoutError,
+    MaxTurnsExceeded,
+)
+
+
+def _log_failure(failure: TurnFailure, error: Exception) -> None:
+    if isinstance(error, _EXPECTED_FAULTS):
+        status = getattr(error, "status_code", None)
+        logger.warning(
+            "turn failed: %s (%s%s)",
+            failure.code,
+            type(error).__name__,
+            f" {status}" if status else "",
+        )
+    else:
+        logger.error("turn failed unexpectedly: %s", type(error).__name__, exc_info=error)
+
+
+class QuietModelAttempts(logging.Filter):
+    """The SDK logs every failed model attempt at ERROR ("Error streaming response"), retried
+    ones included, with a traceback when model data logging is on. A turn that ends in failure
+    is logged once, by _log_failure, with its code; these per-attempt lines go to DEBUG."""
+
+    MESSAGES = ("Error streaming response", "Error getting response")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        first = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        if not (isinstance(first, str) and first.startswith(self.MESSAGES)):
+            return True
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None and not isinstance(error, _EXPECTED_FAULTS):
+            return True  # not a fault of the upstream: keep it as the SDK logged it
+        record.levelno, record.levelname, record.exc_info = logging.DEBUG, "DEBUG", None
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+def quiet_model_attempts() -> None:
+    """Install QuietModelAttempts on the SDK's logger (idempotent)."""
+    sdk = logging.getLogger("openai.agents")
+    if not any(isinstance(f, QuietModelAttempts) for f in sdk.filters):
+        sdk.addFilter(QuietModelAttempts())
 
 
 class TurnRunner:
@@ -136,8 +190,8 @@ class TurnRunner:
                         partial.append(frame.text)
                     yield frame
         except Exception as error:
-            logger.error("turn failed: %s", type(error).__name__, exc_info=error)
             failure = describe_failure(error)
+            _log_failure(failure, error)
             yield NamedEvent(sse_frames.ERROR, {"code": failure.code, "message": failure.message})
             return
         finally:

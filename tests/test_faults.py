@@ -5,6 +5,7 @@ healthy. Both the Responses API and Chat Completions paths."""
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -103,8 +104,9 @@ async def test_a_hanging_upstream_times_out_and_is_retried(api: str) -> None:
     ],
 )
 async def test_retries_run_out_into_a_resident_message(
-    api: str, faults: list[str], code: str
+    api: str, faults: list[str], code: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO)
     async with server_on_fake(api, model_max_retries=1, model_timeout_seconds=0.5) as (
         client,
         fake,
@@ -119,11 +121,27 @@ async def test_retries_run_out_into_a_resident_message(
     # The failed turn's message stays in the history (the resident did say it); no answer to it.
     assert reply_text(after).startswith("[2]")
     assert health.json()["status"] == "healthy"
+    assert_one_warning_and_no_traceback(caplog, code)
+
+
+def assert_one_warning_and_no_traceback(caplog: pytest.LogCaptureFixture, code: str) -> None:
+    """An expected upstream fault: one WARNING line naming its code (with the request id, as
+    every line about a request has), and no traceback anywhere."""
+    failed = [r for r in caplog.records if r.getMessage().startswith("turn failed")]
+    assert [(r.levelname, r.getMessage().split(" (")[0]) for r in failed] == [
+        ("WARNING", f"turn failed: {code}")
+    ]
+    assert "Traceback" not in caplog.text
+    assert not any(r.exc_info for r in caplog.records)
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 @pytest.mark.parametrize("api", APIS)
 @pytest.mark.parametrize("fault", ["cut", "malformed"])
-async def test_a_stream_broken_after_text_is_not_replayed(api: str, fault: str) -> None:
+async def test_a_stream_broken_after_text_is_not_replayed(
+    api: str, fault: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
     async with server_on_fake(api) as (client, fake):
         fake.faults.append(fault)
         text = await chat(client, session_id="b1")
@@ -134,6 +152,7 @@ async def test_a_stream_broken_after_text_is_not_replayed(api: str, fault: str) 
     assert fake.served == 2  # the broken request and the next turn: no replay in between
     assert sessions["busy"] is False
     assert error_codes(after) == []
+    assert_one_warning_and_no_traceback(caplog, error_codes(text)[0])
 
 
 async def test_no_upstream_stream_is_left_open_after_clients_leave() -> None:

@@ -164,3 +164,20 @@ async def test_a_conversation_keeps_its_instance_id_until_it_is_forgotten(make_s
     assert again.conversation_id == first.conversation_id
     assert other.conversation_id != first.conversation_id
     assert reborn.conversation_id not in {first.conversation_id, other.conversation_id}
+
+
+async def test_a_turn_longer_than_the_ttl_keeps_its_session_and_owner(make_store: Any) -> None:
+    """The TTL counts from the end of the last turn: a session whose turn outlives it keeps its
+    owner, meta and history (in Redis its keys would otherwise expire mid-turn)."""
+    store = await make_store(session_ttl_seconds=1)
+    lease = await store.begin_turn("long", owner="key-a")
+    await lease.history.add_items([{"role": "user", "content": "a long question"}])
+    for _ in range(5):  # 2.5 s of turn, with the sweeper running as it would
+        await asyncio.sleep(0.5)
+        await store.expire_idle()
+    await lease.history.add_items([{"role": "assistant", "content": "a long answer"}])
+    await store.end_turn(lease, completed=True)
+    meta = await store.get("long", "key-a")
+    items = await store.items("long")
+    assert (meta.owner, meta.turns) == ("key-a", 1)
+    assert [item["content"] for item in items] == ["a long question", "a long answer"]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from processes import PROJECT, clean_env
 
 from agents_def import choose_model
 from echo_model import EchoModel
@@ -84,3 +87,22 @@ def test_a_blank_variable_means_its_default() -> None:
     assert settings.session_store == "memory"
     assert settings.openai_api_key is None and settings.model_mode == "echo"
     assert settings.max_sessions == 10_000
+
+
+def test_an_invalid_setting_stops_the_server_with_one_line() -> None:
+    """`uvicorn api:app` with a bad variable: exit status 1 and one line naming it, no traceback."""
+    env = clean_env(MAX_MESSAGE_CHARS="lots", SESSION_STORE="ftp://nowhere")
+    started = subprocess.run(
+        [sys.executable, "-m", "uvicorn", "api:app", "--port", "0"],
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    ours = [line for line in started.stderr.splitlines() if "cannot start" in line]
+    assert started.returncode == 1
+    assert "Traceback" not in started.stderr
+    assert len(ours) == 1
+    assert "MAX_MESSAGE_CHARS" in ours[0] and "SESSION_STORE" in ours[0]
+    assert "lots" not in ours[0] and "nowhere" not in ours[0]
