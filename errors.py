@@ -8,6 +8,7 @@ secret ever goes into either.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -16,6 +17,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger(__name__)
+
+OUTAGE_RETRY_AFTER_SECONDS = 5
 
 
 class AppError(Exception):
@@ -156,8 +159,30 @@ def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, **extra}}
 
 
+def outage_errors() -> tuple[type[Exception], ...]:
+    """What a database, Redis or network outage raises from the stores we use (not a bug)."""
+    import asyncpg
+    import redis.exceptions
+    import sqlalchemy.exc
+
+    return (
+        OSError,  # refused, reset, unreachable; TimeoutError too
+        redis.exceptions.ConnectionError,
+        redis.exceptions.TimeoutError,
+        sqlalchemy.exc.OperationalError,
+        sqlalchemy.exc.InterfaceError,
+        asyncpg.PostgresConnectionError,
+        asyncpg.InterfaceError,
+        sqlite3.OperationalError,  # locked past the busy timeout, unopenable file
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
+    # Registered per class (not under Exception): Starlette answers these without re-raising
+    # them to the server, so an outage is one WARNING line, not a traceback per request.
+    for outage in outage_errors():
+        app.add_exception_handler(outage, _outage_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
@@ -210,6 +235,20 @@ async def _http_error(request: Request, error: Exception) -> JSONResponse:
     )
     return JSONResponse(
         error_body(code, str(error.detail)), error.status_code, headers=error.headers
+    )
+
+
+async def _outage_error(request: Request, error: Exception) -> JSONResponse:
+    logger.warning(
+        "%s %s: a store is unavailable (%s)", request.method, request.url.path, type(error).__name__
+    )
+    return JSONResponse(
+        error_body(
+            "service_unavailable",
+            "A database this service needs is not answering; please try again shortly.",
+        ),
+        503,
+        headers={"Retry-After": str(OUTAGE_RETRY_AFTER_SECONDS)},
     )
 
 

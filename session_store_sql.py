@@ -50,7 +50,7 @@ COLUMNS = (
 )
 
 
-def engine_for(url: str) -> AsyncEngine:
+def engine_for(url: str, timeout: float = 5.0) -> AsyncEngine:
     """An async engine for a sqlite:/// or postgresql:// URL.
 
     For PostgreSQL, query parameters (`?search_path=...`) become server settings, as asyncpg
@@ -66,6 +66,10 @@ def engine_for(url: str) -> AsyncEngine:
         bare,
         pool_pre_ping=True,
         connect_args={
+            # An unreachable database fails a request in seconds (503), not after asyncpg's
+            # default minute.
+            "timeout": timeout,
+            "command_timeout": timeout,
             "statement_cache_size": 0,
             "prepared_statement_cache_size": 0,
             "server_settings": server_settings,
@@ -93,7 +97,7 @@ class SQLSessionStore:
         self.max_sessions = settings.max_sessions
         self.ttl = settings.session_ttl_seconds
         self.lock_seconds = settings.session_lock_seconds
-        self.engine = engine_for(url)
+        self.engine = engine_for(url, settings.store_timeout_seconds)
         self.renewals = LockRenewals(self.lock_seconds / 3, self._renew)
         self._ready = False
 

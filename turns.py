@@ -30,6 +30,7 @@ from pydantic_core import to_jsonable_python
 
 import sse_frames
 from app_context import AppContext
+from errors import outage_errors
 from lean_stream import StreamDecodeError
 from session_store import TurnLease
 from sse_frames import Frame, NamedEvent, TextDelta
@@ -76,6 +77,10 @@ def describe_failure(error: BaseException) -> TurnFailure:
         return TurnFailure(
             "max_turns", "That request needed too many steps. Please try again more simply."
         )
+    if isinstance(error, outage_errors()):  # the conversation's store went away mid-turn
+        return TurnFailure(
+            "service_unavailable", "The service is having trouble right now. Please try again."
+        )
     return TurnFailure(
         "model_error", "Sorry, something went wrong while answering. Please try again."
     )
@@ -97,7 +102,7 @@ _EXPECTED_FAULTS = (
 
 
 def _log_failure(failure: TurnFailure, error: Exception) -> None:
-    if isinstance(error, _EXPECTED_FAULTS):
+    if isinstance(error, _EXPECTED_FAULTS + outage_errors()):
         status = getattr(error, "status_code", None)
         logger.warning(
             "turn failed: %s (%s%s)",
