@@ -3,6 +3,7 @@ store goes down now and then, and some residents hang up mid-answer. Prints a ta
 tried and injected, and what was written, lost (must be 0) and left open (must be 0).
 
     uv run python bench/reliability.py [--requests 300] [--concurrency 20] [--seed 7]
+        [--skip-processes]
 
 Everything runs on 127.0.0.1 in this process: a fake OpenAI-compatible upstream (Responses API)
 that answers "REPORT: ..." with a report_incident call, a PostgREST double standing in for
@@ -25,11 +26,12 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
 import httpx  # noqa: E402
 from fake_openai import FAULTS, FakeOpenAI  # noqa: E402
 from postgrest_double import PostgRESTDouble  # noqa: E402
+from process_faults import kill_9_while_filing, sigterm_with_live_streams  # noqa: E402
 from support import live_server, make_settings  # noqa: E402
 
 from api import create_app  # noqa: E402
@@ -186,15 +188,26 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--skip-processes", action="store_true", help="only the in-process part (no SIGTERM, kill)"
+    )
     args = parser.parse_args()
     # The fake upstream's injected cuts are logged by uvicorn as errors: expected noise here.
     logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
     results = asyncio.run(run(args.requests, args.concurrency, args.seed))
+    if not args.skip_processes:
+        results |= asyncio.run(sigterm_with_live_streams())
+        results |= asyncio.run(kill_9_while_filing())
     print("| measure | value |")
     print("|---|---|")
     for name, value in results.items():
         print(f"| {name} | {value} |")
-    failed = results["records lost"] or results["streams left open (client, server, upstream)"]
+    failed = (
+        results["records lost"]
+        or results["streams left open (client, server, upstream)"]
+        or results.get("kill -9: records lost", 0)
+        or results.get("SIGTERM: streams cut without [DONE]", 0)
+    )
     return 1 if failed else 0
 
 

@@ -1,0 +1,160 @@
+"""The reliability run's second part: faults that need a real server process.
+
+- SIGTERM with live streams: how long until every stream has its last frame and the process has
+  exited, and how each stream ended.
+- kill -9 while reports are being written to the store: how many are lost after a restart.
+
+Each starts `uvicorn api:app` as its own process (tests/processes.py), on 127.0.0.1, bounded in
+count and time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sqlite3
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fake_openai import FakeOpenAI
+from postgrest_double import PostgRESTDouble
+from processes import clean_env, server_processes
+from support import live_server, wait_for
+
+SERVICE_KEY = "sb_secret_process_faults"
+
+
+async def _stream_to_end(client: httpx.AsyncClient, n: int, first: asyncio.Event) -> str:
+    """How the stream ended: the code of its error event, "done", or "cut" (no [DONE])."""
+    ending, event = "cut", "message"
+    payload = {"message": f"a long story {n}", "session_id": f"term-{n}"}
+    async with client.stream("POST", "/chat", json=payload) as response:
+        async for line in response.aiter_lines():
+            if line.startswith("event: "):
+                event = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                data = line.removeprefix("data: ")
+                first.set()
+                if event == "error":
+                    ending = data.split('"code":"')[1].split('"')[0]
+                elif event == "done":
+                    ending = "done"
+                elif data == "[DONE]":
+                    return ending
+                event = "message"
+    return "cut"
+
+
+async def sigterm_with_live_streams(streams: int = 20, grace: float = 2.0) -> dict[str, Any]:
+    data = Path(tempfile.mkdtemp(prefix="townhall-sigterm-"))
+    fake = FakeOpenAI(tokens=1000, delay=0.02)  # 20 s answers, far past the grace
+    async with live_server(fake) as upstream:  # type: ignore[arg-type]
+        env = clean_env(
+            OPENAI_API_KEY="sk-fake",
+            OPENAI_BASE_URL=f"{upstream}/v1",
+            OPENAI_API="responses",
+            MODEL="fake",
+            SHUTDOWN_GRACE_SECONDS=str(grace),
+            RATE_LIMIT_PER_MINUTE="0",
+            DATABASE_URL=f"sqlite:///{data}/records.db",
+            OUTBOX_PATH=str(data / "outbox.db"),
+            LOG_LEVEL="WARNING",
+        )
+        async with server_processes([env], data) as (server,):
+            limits = httpx.Limits(max_connections=streams + 5)
+            async with httpx.AsyncClient(
+                base_url=server.base_url, timeout=60, limits=limits
+            ) as client:
+                firsts = [asyncio.Event() for _ in range(streams)]
+                tasks = [
+                    asyncio.create_task(_stream_to_end(client, n, firsts[n]))
+                    for n in range(streams)
+                ]
+                await asyncio.wait_for(asyncio.gather(*(f.wait() for f in firsts)), 60)
+                sent = time.monotonic()
+                server.process.send_signal(signal.SIGTERM)
+                await asyncio.sleep(0.2)
+                refused = (await client.post("/chat", json={"message": "hi"})).status_code
+                endings = await asyncio.wait_for(asyncio.gather(*tasks), 60)
+                last_frame = time.monotonic() - sent
+            await wait_for(lambda: server.process.poll() is not None, limit=30)
+            exited = time.monotonic() - sent
+    return {
+        f"SIGTERM with {streams} live streams: grace (s)": grace,
+        "SIGTERM: a new turn during the drain got": refused,
+        "SIGTERM: streams ended server_restarting, then [DONE]": endings.count(
+            "server_restarting"
+        ),
+        "SIGTERM: streams cut without [DONE]": endings.count("cut"),
+        "SIGTERM: to the last stream's last frame (s)": round(last_frame, 2),
+        "SIGTERM: to process exit (s)": round(exited, 2),
+        "SIGTERM: exit status": server.process.returncode,
+    }
+
+
+def _outbox_depth(path: Path) -> int:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
+
+
+async def kill_9_while_filing(reports: int = 10) -> dict[str, Any]:
+    """Reports whose store writes hang are in flight when the server is killed; restarted, the
+    server must deliver every one, once."""
+    data = Path(tempfile.mkdtemp(prefix="townhall-kill9-"))
+    double = PostgRESTDouble(SERVICE_KEY)
+    fake = FakeOpenAI(tokens=3)
+    async with (
+        live_server(double.app()) as store,  # type: ignore[arg-type]
+        live_server(fake) as upstream,  # type: ignore[arg-type]
+    ):
+        env = clean_env(
+            OPENAI_API_KEY="sk-fake",
+            OPENAI_BASE_URL=f"{upstream}/v1",
+            OPENAI_API="responses",
+            MODEL="fake",
+            SUPABASE_URL=store,
+            SUPABASE_SERVICE_KEY=SERVICE_KEY,
+            STORE_TIMEOUT_SECONDS="60",
+            OUTBOX_PATH=str(data / "outbox.db"),
+            OUTBOX_RETRY_SECONDS="0.1",
+            RATE_LIMIT_PER_MINUTE="0",
+            DATABASE_URL=f"sqlite:///{data}/threads.db",
+            LOG_LEVEL="WARNING",
+        )
+        double.hang = True
+        async with server_processes([env], data) as (server,):
+            async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as client:
+                turns = [
+                    asyncio.create_task(
+                        client.post(
+                            "/chat",
+                            json={"message": f"REPORT: loose tile {n}", "session_id": f"k{n}"},
+                        )
+                    )
+                    for n in range(reports)
+                ]
+
+                def writes_in_flight() -> bool:
+                    return sum(r["method"] == "POST" for r in double.requests) >= reports
+
+                await wait_for(writes_in_flight, limit=60)
+                server.kill_hard()
+                for turn in turns:
+                    turn.cancel()
+                await asyncio.gather(*turns, return_exceptions=True)
+        queued = _outbox_depth(data / "outbox.db")
+        double.hang = False
+        double.release()
+        async with server_processes([env], data):
+            await wait_for(lambda: _outbox_depth(data / "outbox.db") == 0, limit=60)
+        rows = [row["reference"] for row in double.rows["incidents"]]
+    return {
+        f"kill -9 with {reports} store writes in flight: in the outbox after the crash": queued,
+        "kill -9: records written after the restart": len(rows),
+        "kill -9: records lost": reports - len(set(rows)),
+        "kill -9: duplicate records": len(rows) - len(set(rows)),
+    }
