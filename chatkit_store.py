@@ -6,6 +6,7 @@ per field. The same statements run on SQLite and PostgreSQL (see postgres_db.Pos
 
 from __future__ import annotations
 
+import secrets
 import time
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -58,6 +59,11 @@ class ChatKitStore(Store[Any]):
     async def open(self) -> None:
         await self.db.open()
 
+    def generate_thread_id(self, context: Any) -> str:
+        """128 random bits. chatkit's default has 32 (`thr_` and 8 hex digits): with many
+        threads a new one would land on an existing id, another resident's."""
+        return "thr_" + secrets.token_hex(16)
+
     async def close(self) -> None:
         await self.db.close()
 
@@ -76,10 +82,13 @@ class ChatKitStore(Store[Any]):
 
     async def save_thread(self, thread: ThreadMetadata, context: Any) -> None:
         data = ThreadMetadata.model_validate(thread.model_dump()).model_dump_json()
-        # The owner is set when the thread is created and never changed by an update.
+        # The owner is set when the thread is created and never changed by an update, and only
+        # the owner's own request may update it (an id that somehow collided with another key's
+        # thread changes nothing of it).
         await self.db.execute(
             "INSERT INTO chatkit_threads (id, owner, created_at, data) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (id) DO UPDATE SET data = excluded.data",
+            "ON CONFLICT (id) DO UPDATE SET data = excluded.data "
+            "WHERE COALESCE(chatkit_threads.owner, '') = COALESCE(excluded.owner, '')",
             (thread.id, getattr(context, "creator", None), _sortable(thread.created_at), data),
         )
 
@@ -94,8 +103,12 @@ class ChatKitStore(Store[Any]):
             conditions.append("owner = ?")
             params.append(owner)
         if after is not None:
+            # The anchor must be one of the caller's own threads: another key's id as `after`
+            # must not change the page (that would tell the caller it exists).
+            owned = "" if owner is None else " AND owner = ?"
             anchor = await self.db.fetchone(
-                "SELECT created_at FROM chatkit_threads WHERE id = ?", (after,)
+                f"SELECT created_at FROM chatkit_threads WHERE id = ?{owned}",
+                (after,) if owner is None else (after, owner),
             )
             if anchor is not None:
                 conditions.append(f"(created_at, id) {'<' if descending else '>'} (?, ?)")

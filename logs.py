@@ -7,11 +7,17 @@ import logging
 import re
 from contextvars import ContextVar
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode
 
 MASK = "***"
 # Query parameters whose values are credentials more often than not.
-_SECRET_PARAM = re.compile(r"key|token|secret|passw|pwd|auth|sig|credential|session", re.I)
+_SECRET_PARAM = re.compile(
+    r"key|token|secret|passw|pwd|pw$|auth|bearer|jwt|access|sig|credential|session", re.I
+)
+# scheme://userinfo@ : everything up to the first "@" after the scheme, so a password holding an
+# unescaped "/", "?" or "#" (which a URL parser would read as path, query or fragment) is still
+# recognised as the password.
+_USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^@]*)@")
 
 
 @dataclass
@@ -56,14 +62,16 @@ def mask_url(url: str) -> str:
 
     `postgresql://app:s3cret@db:5432/town` -> `postgresql://app:***@db:5432/town`.
     """
-    parts = urlsplit(url)
-    netloc, query = parts.netloc, mask_query(parts.query)
-    userinfo, at, host = netloc.rpartition("@")
-    if at and ":" in userinfo:
-        netloc = f"{userinfo.split(':', 1)[0]}:{MASK}@{host}"
-    if (netloc, query) == (parts.netloc, parts.query):
-        return url  # nothing secret (and sqlite:///x keeps its three slashes)
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
+    found = _USERINFO.match(url)
+    if found and ":" in found["userinfo"]:
+        user = found["userinfo"].split(":", 1)[0]
+        return f"{found['scheme']}{user}:{MASK}@" + _mask_url_query(url[found.end() :])
+    return _mask_url_query(url)
+
+
+def _mask_url_query(url: str) -> str:
+    base, mark, query = url.partition("?")
+    return f"{base}?{mask_query(query)}" if mark else url
 
 
 def mask_query(query: str) -> str:

@@ -10,6 +10,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 from pydantic import (
@@ -77,15 +78,19 @@ class Settings(BaseModel):
     @classmethod
     def _known_session_store(cls, value: str) -> str:
         shared = ("redis://", "rediss://", "unix://", "postgresql://", "postgres://")
-        if value == "memory" or value.startswith(shared) or sqlite_path(value) is not None:
+        if value == "memory" or sqlite_path(value) is not None:
             return value
+        if value.startswith(shared):
+            return _well_formed_url(value)
         raise ValueError("must be memory, redis://..., sqlite:///<path> or postgresql://...")
 
     @field_validator("database_url")
     @classmethod
     def _known_database(cls, value: str) -> str:
-        if value.startswith(("postgresql://", "postgres://")) or sqlite_path(value) is not None:
+        if sqlite_path(value) is not None:
             return value
+        if value.startswith(("postgresql://", "postgres://")):
+            return _well_formed_url(value)
         raise ValueError("must be sqlite:///<path> or postgresql://...")
 
     @model_validator(mode="after")
@@ -168,6 +173,22 @@ class Settings(BaseModel):
 
 
 _LOG_LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
+
+
+def _well_formed_url(url: str) -> str:
+    """A database or Redis URL its client can parse. Checked here, where the error names the
+    variable and not the value: the client's own error quotes the URL, password included."""
+    scheme, _, rest = url.partition("://")
+    userinfo, at, _ = rest.partition("@")
+    if at and any(mark in userinfo for mark in "/?#"):
+        raise ValueError(
+            "the user name or password holds '/', '?' or '#': percent-encode it (%2F, %3F, %23)"
+        )
+    try:
+        urlsplit(url).port  # noqa: B018  (parsing the port is the check)
+    except ValueError:
+        raise ValueError("has a port that is not a number") from None
+    return url
 
 
 def sqlite_path(database_url: str) -> str | None:

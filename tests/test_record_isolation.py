@@ -15,6 +15,7 @@ import json
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,14 @@ import httpx
 import pytest
 from agents.testing import ModelCall, ModelStep, ScriptedModel, assistant_message, function_call
 from backends import BACKENDS, backend
+from chatkit.types import ThreadMetadata
 from chatkit_client import ChatKitClient, thread_id_from, user_input
 from support import asgi_client, make_settings
 
 from api import create_app
+from chatkit_server import ChatKitRequestContext
+from chatkit_store import CHATKIT_SCHEMA, ChatKitStore
+from sqlite_file import SQLiteFile
 
 KEYS = {"api_keys": "key-a-secret,key-b-secret", "admin_key": "admin-secret"}
 A = {"Authorization": "Bearer key-a-secret"}
@@ -234,3 +239,35 @@ async def test_a_chatkit_thread_id_is_no_way_into_its_reports() -> None:
             assert private not in refused.text
     assert mine["found"] and mine["summary"] is None and mine["category"] == "pothole"
     assert admin["found"] and "Calle Mayor 7" in admin["summary"]
+
+
+async def test_chatkit_thread_ids_are_unguessable_and_another_keys_id_changes_no_page() -> None:
+    async with asgi_client(create_app(make_settings(**KEYS))) as http:
+        a_kit = ChatKitClient(http)
+        http.headers.update(A)
+        a_thread = thread_id_from(await a_kit.create_thread("mine"))
+        http.headers.update(B)
+        b_thread = thread_id_from(await a_kit.create_thread("theirs"))
+        pages = {
+            after: await a_kit.call("threads.list", {"after": after, "limit": 10})
+            for after in (a_thread, "thr_00000000000000000000000000000000")
+        }
+        http.headers.pop("Authorization")
+    assert a_thread.startswith("thr_") and len(a_thread) == len("thr_") + 32
+    listed = {after: [t["id"] for t in page.json()["data"]] for after, page in pages.items()}
+    assert listed[a_thread] == listed["thr_00000000000000000000000000000000"] == [b_thread]
+
+
+async def test_a_colliding_thread_id_never_overwrites_another_keys_thread(tmp_path: Path) -> None:
+    store = ChatKitStore(SQLiteFile(tmp_path / "threads.db", CHATKIT_SCHEMA))
+    await store.open()
+    try:
+        mine = ThreadMetadata(id="thr_same", title="A's thread", created_at=datetime.now())
+        await store.save_thread(mine, ChatKitRequestContext("r1", owner="key-a", creator="key-a"))
+        theirs = mine.model_copy(update={"title": "B's thread"})
+        await store.save_thread(theirs, ChatKitRequestContext("r2", owner="key-b", creator="key-b"))
+        kept = await store.load_thread("thr_same", None)
+        owner = await store.thread_owner("thr_same")
+    finally:
+        await store.close()
+    assert kept.title == "A's thread" and owner == (True, "key-a")

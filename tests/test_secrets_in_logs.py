@@ -7,10 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 from backends import pg_schema
 from fake_openai import FakeOpenAI
 from processes import clean_env, server_processes
 from support import live_server
+
+from logs import mask_url
 
 API_KEY_A, API_KEY_B = "townhall-key-a-7f3k9q", "townhall-key-b-2m8x4w"
 ADMIN_KEY = "townhall-admin-5r1t6y"
@@ -73,3 +76,22 @@ async def _drive(base_url: str) -> dict[str, str]:
         )
         await client.post("/chat", content=b"{not json", headers=a)
     return pages
+
+
+@pytest.mark.parametrize(
+    ("url", "logged"),
+    [
+        ("postgresql://app:s3cret@db:5432/town", "postgresql://app:***@db:5432/town"),
+        ("postgresql://app:pw/s3cret@db/town", "postgresql://app:***@db/town"),
+        ("postgresql://app:pw?s3#cret@db/town", "postgresql://app:***@db/town"),
+        ("redis://:s3cret@cache:6379/0", "redis://:***@cache:6379/0"),
+        ("postgresql://db/town?password=s3cret&sslmode=require", None),
+        ("sqlite:///townhall.db", "sqlite:///townhall.db"),
+        ("postgresql://app@db/town", "postgresql://app@db/town"),
+    ],
+)
+def test_urls_are_logged_with_the_password_masked(url: str, logged: str | None) -> None:
+    masked = mask_url(url)
+    assert "s3cret" not in masked and "s3#cret" not in masked
+    if logged is not None:
+        assert masked == logged

@@ -106,3 +106,20 @@ def test_an_invalid_setting_stops_the_server_with_one_line() -> None:
     assert len(ours) == 1
     assert "MAX_MESSAGE_CHARS" in ours[0] and "SESSION_STORE" in ours[0]
     assert "lots" not in ours[0] and "nowhere" not in ours[0]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("DATABASE_URL", "postgresql://app:pw/SECRET-1@db.example:5432/town"),
+        ("DATABASE_URL", "postgresql://app:pw#SECRET-2@db.example/town"),
+        ("SESSION_STORE", "redis://:SECRET-3@cache.example:notaport/0"),
+    ],
+)
+def test_a_url_its_client_cannot_parse_is_refused_without_echoing_it(
+    variable: str, value: str
+) -> None:
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({variable: value}, env_file=None)
+    assert variable in str(refused.value)
+    assert "SECRET" not in str(refused.value)
