@@ -26,6 +26,7 @@ from openai import AsyncOpenAI, DefaultAioHttpClient
 
 from app_context import AppContext
 from echo_model import ECHO_MODEL_NAME, EchoModel
+from lean_chat import LeanChatCompletionsModel
 from lean_stream import LeanResponsesModel
 from settings import Settings
 from tools import TOWN_HALL_TOOLS
@@ -96,10 +97,21 @@ def choose_model(settings: Settings) -> ModelChoice:
     )
     model: Model
     if settings.model_api == "responses":
-        responses_model = LeanResponsesModel if settings.lean_stream else OpenAIResponsesModel
-        model = responses_model(model=settings.model, openai_client=client)
+        if settings.lean_stream:
+            lean_model = LeanResponsesModel(model=settings.model, openai_client=client)
+            lean_model.max_answer_chars = settings.max_answer_chars
+            model = lean_model
+        else:
+            model = OpenAIResponsesModel(model=settings.model, openai_client=client)
     else:
-        model = OpenAIChatCompletionsModel(model=settings.model, openai_client=client)
+        if settings.lean_stream:
+            model = LeanChatCompletionsModel(
+                model=settings.model,
+                openai_client=client,
+                max_answer_chars=settings.max_answer_chars,
+            )
+        else:
+            model = OpenAIChatCompletionsModel(model=settings.model, openai_client=client)
     return ModelChoice(model, settings.model_mode, settings.model, client)
 
 

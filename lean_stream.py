@@ -20,6 +20,8 @@ from openai._models import construct_type
 from openai.types.responses import ResponseStreamEvent, ResponseTextDeltaEvent
 from pydantic import BaseModel
 
+from stream_limits import CURRENT_CREDIT, MAX_ANSWER_CHARS, guarded
+
 _TEXT_DELTA = "response.output_text.delta"
 
 
@@ -118,8 +120,11 @@ class LeanResponsesModel(OpenAIResponsesModel):
     """OpenAIResponsesModel reading its stream with decode_stream instead of the client's parser.
 
     Requests, retries, tracing and errors before the stream starts are the SDK's and the
-    client's own; only the decoding of a successful stream differs.
+    client's own; only the decoding of a successful stream differs. The stream is bounded by
+    stream_limits: at most `max_answer_chars` delta characters, paced by the turn's credit.
     """
+
+    max_answer_chars: int | None = MAX_ANSWER_CHARS
 
     async def _fetch_response(  # type: ignore[override]
         self,
@@ -164,7 +169,11 @@ class LeanResponsesModel(OpenAIResponsesModel):
         # The SDK's own wrapper: it attaches the request id and closes the HTTP response when the
         # stream ends or the run is cancelled.
         return _ResponseStreamWithRequestId(
-            decode_stream(api_response.http_response.aiter_bytes()),
+            guarded(
+                decode_stream(api_response.http_response.aiter_bytes()),
+                max_chars=self.max_answer_chars,
+                credit=CURRENT_CREDIT.get(),
+            ),
             request_id=getattr(api_response, "request_id", None),
             cleanup=lambda: opening.__aexit__(None, None, None),
         )

@@ -55,6 +55,8 @@ class Settings(BaseModel):
     model_max_retries: int = Field(3, ge=0, le=10)
     model_retry_backoff_seconds: float = Field(0.5, gt=0, le=60)
     lean_stream: bool = True
+    # Delta characters one model response may stream (text, tool arguments, ...); lean models only.
+    max_answer_chars: int = Field(1_000_000, ge=1)
     gc_tuning: bool = True
     sse_ping_seconds: float = Field(15, gt=0)
     shutdown_grace_seconds: float = Field(20, ge=0)

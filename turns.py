@@ -34,10 +34,15 @@ from errors import outage_errors
 from lean_stream import StreamDecodeError
 from session_store import TurnLease
 from sse_frames import Frame, NamedEvent, TextDelta
+from stream_limits import CURRENT_CREDIT, AnswerTooLong, ClientStalled, StreamCredit
 
 logger = logging.getLogger(__name__)
 
 MAX_AGENT_TURNS = 10
+# How far (in delta characters) the model may be read ahead of what the client has taken, and how
+# long the model may wait for a client that takes nothing before the turn is given up.
+STREAM_WINDOW_CHARS = 64_000
+CLIENT_STALL_SECONDS = 120.0
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,13 @@ SERVER_RESTARTING = TurnFailure(
 
 def describe_failure(error: BaseException) -> TurnFailure:
     """What to tell the resident about a failed turn (never the exception text itself)."""
+    if isinstance(error, AnswerTooLong):
+        return TurnFailure(
+            "answer_too_long",
+            "That answer grew too long to send. Please ask for something shorter.",
+        )
+    if isinstance(error, ClientStalled):
+        return TurnFailure("client_stalled", "The connection stopped reading the answer.")
     if isinstance(error, openai.RateLimitError):
         return TurnFailure(
             "model_rate_limited", "The assistant is very busy right now. Please try again shortly."
@@ -91,6 +103,8 @@ def describe_failure(error: BaseException) -> TurnFailure:
 # each; a traceback only for what nobody expected (a bug is then easy to find).
 _EXPECTED_FAULTS = (
     openai.APIError,
+    AnswerTooLong,
+    ClientStalled,
     StreamDecodeError,
     # The openai client's own stream parser (Chat Completions) raises this for a malformed event.
     json.JSONDecodeError,
@@ -163,14 +177,24 @@ class TurnRunner:
         The caller owns the lease; if the caller stops iterating (the client went away) the run
         is cancelled at once, so no more model tokens are pulled.
         """
-        result = Runner.run_streamed(
-            self.agent,
-            message,
-            context=context,
-            max_turns=MAX_AGENT_TURNS,
-            run_config=self.run_config(lease.session_id),
-            session=lease.history,
-        )
+        # The model streams (lean_chat, lean_stream) wait for this credit, which we give back
+        # once a frame was taken by the SSE writer: the SDK's own event queue is unbounded and
+        # filled with put_nowait, so this is what keeps a slow client from pulling the upstream.
+        # The run-loop task copies the context here, when run_streamed creates it.
+        credit = StreamCredit(window=STREAM_WINDOW_CHARS, stall_seconds=CLIENT_STALL_SECONDS)
+        credit_token = CURRENT_CREDIT.set(credit)
+        try:
+            result = Runner.run_streamed(
+                self.agent,
+                message,
+                context=context,
+                max_turns=MAX_AGENT_TURNS,
+                run_config=self.run_config(lease.session_id),
+                session=lease.history,
+            )
+        finally:
+            CURRENT_CREDIT.reset(credit_token)
+        credit.owner = result.run_loop_task
         cancelled = asyncio.Event()
 
         def cancel() -> None:
@@ -189,11 +213,15 @@ class TurnRunner:
                     if agents_seen > 1:  # the first one is the starting agent, not a handoff
                         yield NamedEvent(sse_frames.AGENT, {"name": event.new_agent.name})
                     continue
-                frame = _frame_for(event)
-                if frame is not None:
-                    if isinstance(frame, TextDelta):
-                        partial.append(frame.text)
-                    yield frame
+                try:
+                    frame = _frame_for(event)
+                    if frame is not None:
+                        if isinstance(frame, TextDelta):
+                            partial.append(frame.text)
+                        yield frame  # returns once the SSE writer has sent it
+                finally:
+                    if isinstance(event, RawResponsesStreamEvent):
+                        credit.release(event.data)
         except Exception as error:
             failure = describe_failure(error)
             _log_failure(failure, error)

@@ -86,9 +86,7 @@ async def sigterm_with_live_streams(streams: int = 20, grace: float = 2.0) -> di
     return {
         f"SIGTERM with {streams} live streams: grace (s)": grace,
         "SIGTERM: a new turn during the drain got": refused,
-        "SIGTERM: streams ended server_restarting, then [DONE]": endings.count(
-            "server_restarting"
-        ),
+        "SIGTERM: streams ended server_restarting, then [DONE]": endings.count("server_restarting"),
         "SIGTERM: streams cut without [DONE]": endings.count("cut"),
         "SIGTERM: to the last stream's last frame (s)": round(last_frame, 2),
         "SIGTERM: to process exit (s)": round(exited, 2),

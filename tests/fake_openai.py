@@ -40,6 +40,7 @@ class FakeOpenAI:
     keep_requests: bool = True
     served: int = 0
     open_streams: int = 0
+    sent_bytes: int = 0  # stream bytes handed to the server under it (what a client has pulled)
     faults_injected: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FAULTS, 0))
     _ids: Any = field(default_factory=itertools.count)
 
@@ -66,6 +67,7 @@ class FakeOpenAI:
         return {
             "served": self.served,
             "open_streams": self.open_streams,
+            "sent_bytes": self.sent_bytes,
             "faults_injected": self.faults_injected,
         }
 
@@ -149,6 +151,7 @@ class FakeOpenAI:
                 # An exception after the response started makes uvicorn drop the connection.
                 raise ConnectionAbortedError("fake upstream cut the stream (injected)")
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            self.sent_bytes += len(chunk)
             if self.delay and stream.is_token(index):
                 await asyncio.sleep(self.delay)
         await send({"type": "http.response.body", "body": b"", "more_body": False})

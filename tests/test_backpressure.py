@@ -1,0 +1,84 @@
+"""A reader that stops reading, a reader that leaves, and an answer that never ends, against a
+real server process and a fake upstream: the upstream is read only as fast as the client takes
+frames, a client gone closes the upstream within seconds, and MAX_ANSWER_CHARS ends a runaway
+answer with an `error` event and `data: [DONE]`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from fake_openai import FakeOpenAI
+from processes import clean_env, server_processes
+from support import live_server, wait_for
+
+WORD = "w" * 2000  # the fake answers with the message's words: big chunks, few of them
+APIS = ["chat_completions", "responses"]
+
+
+def env_for(upstream: str, tmp_path: Path, api: str, **extra: str) -> dict[str, str]:
+    return clean_env(
+        OPENAI_API_KEY="sk-fake",
+        OPENAI_BASE_URL=f"{upstream}/v1",
+        OPENAI_API=api,
+        MODEL="fake",
+        DATABASE_URL=f"sqlite:///{tmp_path}/records.db",
+        OUTBOX_PATH=str(tmp_path / "outbox.db"),
+        **extra,
+    )
+
+
+async def test_a_reader_that_stops_reading_stops_the_upstream_and_leaving_closes_it(
+    tmp_path: Path,
+) -> None:
+    answer_bytes = 60_000_000
+    fake = FakeOpenAI(tokens=answer_bytes // (len(WORD) + 1))
+    async with live_server(fake) as upstream:  # type: ignore[arg-type]
+        env = env_for(upstream, tmp_path, "chat_completions", MAX_ANSWER_CHARS="100000000")
+        async with server_processes([env], tmp_path) as (server,):
+            async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as client:
+                received = 0
+                payload = {"message": WORD, "session_id": "slow"}
+                async with client.stream("POST", "/chat", json=payload) as response:
+                    async for chunk in response.aiter_raw():
+                        received += len(chunk)
+                        if received > 100_000:
+                            break
+                    await asyncio.sleep(3)  # the reader stops reading; the server must wait
+                    pulled_while_stalled = fake.sent_bytes
+                    await asyncio.sleep(1)
+                    pulled_later = fake.sent_bytes
+                closed_at = time.monotonic()
+                await wait_for(lambda: fake.open_streams == 0, limit=5)
+                noticed_after = time.monotonic() - closed_at
+                health = await client.get("/health")
+    # Kernel socket buffers hold some megabytes on loopback; the rest was never pulled.
+    assert pulled_while_stalled < answer_bytes / 3
+    assert pulled_later - pulled_while_stalled < 1_000_000  # stalled, not trickling on
+    assert noticed_after < 5
+    assert health.json()["status"] == "healthy"
+
+
+@pytest.mark.parametrize("api", APIS)
+async def test_max_answer_chars_ends_a_runaway_answer(tmp_path: Path, api: str) -> None:
+    fake = FakeOpenAI(tokens=2_000)  # ~4 MB
+    async with live_server(fake) as upstream:  # type: ignore[arg-type]
+        env = env_for(upstream, tmp_path, api, MAX_ANSWER_CHARS="50000")
+        async with server_processes([env], tmp_path) as (server,):
+            async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as client:
+                response = await client.post("/chat", json={"message": WORD, "session_id": "big"})
+                await wait_for(lambda: fake.open_streams == 0, limit=5)
+                after = await client.post(
+                    "/chat", json={"message": "short now", "session_id": "big"}
+                )
+    blocks = response.text.split("\n\n")
+    errors = [json.loads(b.split("data: ", 1)[1]) for b in blocks if b.startswith("event: error")]
+    assert [e["code"] for e in errors] == ["answer_too_long"]
+    assert response.text.endswith("data: [DONE]\n\n")
+    text = sum(len(b) for b in blocks if b.startswith("data: w") or b.startswith("data:  w"))
+    assert text < 100_000  # cut near the limit, not at the end of the answer
+    assert after.status_code == 200 and "event: done" in after.text
