@@ -3,6 +3,9 @@
 - SIGTERM with live streams: how long until every stream has its last frame and the process has
   exited, and how each stream ended.
 - kill -9 while reports are being written to the store: how many are lost after a restart.
+- /health while a 5 MB answer streams, and server memory while a client reads slowly: the lean
+  decoder with its read-ahead credit against the SDK's own handler (LEAN_STREAM=false), in one
+  run.
 
 Each starts `uvicorn api:app` as its own process (tests/processes.py), on 127.0.0.1, bounded in
 count and time.
@@ -156,3 +159,103 @@ async def kill_9_while_filing(reports: int = 10) -> dict[str, Any]:
         "kill -9: records lost": reports - len(set(rows)),
         "kill -9: duplicate records": len(rows) - len(set(rows)),
     }
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _big_answer_env(upstream: str, data: Path, lean: bool) -> dict[str, str]:
+    return clean_env(
+        OPENAI_API_KEY="sk-fake",
+        OPENAI_BASE_URL=f"{upstream}/v1",
+        OPENAI_API="chat_completions",
+        MODEL="fake",
+        LEAN_STREAM="true" if lean else "false",
+        MAX_ANSWER_CHARS="100000000",
+        RATE_LIMIT_PER_MINUTE="0",
+        DATABASE_URL=f"sqlite:///{data}/records.db",
+        OUTBOX_PATH=str(data / "outbox.db"),
+        LOG_LEVEL="WARNING",
+    )
+
+
+WORD = "w" * 2000
+
+
+async def health_during_a_big_answer(answer_chars: int = 5_000_000) -> dict[str, Any]:
+    """/health latency while one client reads a 5 MB answer as fast as it can (Chat
+    Completions path), against idle, lean decoder vs the SDK's handler in one run."""
+    rows: dict[str, Any] = {}
+    for lean in (True, False):
+        data = Path(tempfile.mkdtemp(prefix="townhall-big-"))
+        fake = FakeOpenAI(tokens=answer_chars // (len(WORD) + 1))
+        async with live_server(fake) as upstream:  # type: ignore[arg-type]
+            env = _big_answer_env(upstream, data, lean)
+            async with server_processes([env], data) as (server,):
+                async with httpx.AsyncClient(base_url=server.base_url, timeout=300) as client:
+                    idle = [await _timed_health(client) for _ in range(20)]
+                    answer = asyncio.create_task(
+                        client.post("/chat", json={"message": WORD, "session_id": "big"})
+                    )
+                    during: list[float] = []
+                    started = time.monotonic()
+                    while not answer.done() and time.monotonic() - started < 240:
+                        during.append(await _timed_health(client))
+                        await asyncio.sleep(0.05)
+                    took = time.monotonic() - started
+                    length = len((await answer).content)
+        name = "lean decoder" if lean else "SDK's handler"
+        rows[f"5 MB answer, {name}: /health p50 / max during it (ms)"] = (
+            f"{_pct(during, 50):.0f} / {max(during or [0]):.0f} (idle p50 {_pct(idle, 50):.1f})"
+        )
+        rows[f"5 MB answer, {name}: whole answer (s, bytes)"] = f"{took:.1f}, {length}"
+    return rows
+
+
+async def _timed_health(client: httpx.AsyncClient) -> float:
+    started = time.perf_counter()
+    await client.get("/health")
+    return (time.perf_counter() - started) * 1000
+
+
+def _pct(values: list[float], pct: int) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, len(ordered) * pct // 100)]
+
+
+async def slow_reader_memory(answer_chars: int = 30_000_000, seconds: float = 6) -> dict[str, Any]:
+    """Server memory while a client reads a long answer at 20 KB/s: lean decoder with the
+    read-ahead credit vs the SDK's handler, in one run."""
+    rows: dict[str, Any] = {}
+    for lean in (True, False):
+        data = Path(tempfile.mkdtemp(prefix="townhall-slow-"))
+        fake = FakeOpenAI(tokens=answer_chars // (len(WORD) + 1))
+        async with live_server(fake) as upstream:  # type: ignore[arg-type]
+            env = _big_answer_env(upstream, data, lean)
+            async with server_processes([env], data) as (server,):
+                pid = server.process.pid
+                async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as client:
+                    await client.post("/chat", json={"message": "warm up", "session_id": "w"})
+                    before = _rss_kib(pid)
+                    peak = before
+                    payload = {"message": WORD, "session_id": "slow"}
+                    deadline = time.monotonic() + seconds
+                    async with client.stream("POST", "/chat", json=payload) as response:
+                        async for _chunk in response.aiter_raw(2048):
+                            await asyncio.sleep(0.1)  # 20 KB/s
+                            peak = max(peak, _rss_kib(pid))
+                            if time.monotonic() > deadline:
+                                break
+                pulled = fake.sent_bytes
+        name = "lean decoder + credit" if lean else "SDK's handler"
+        rows[f"slow reader (20 KB/s, {seconds:.0f} s), {name}: server RSS growth (MiB)"] = round(
+            (peak - before) / 1024, 1
+        )
+        rows[f"slow reader, {name}: pulled from the upstream (MB)"] = round(pulled / 1e6, 1)
+    return rows

@@ -31,7 +31,12 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 import httpx  # noqa: E402
 from fake_openai import FAULTS, FakeOpenAI  # noqa: E402
 from postgrest_double import PostgRESTDouble  # noqa: E402
-from process_faults import kill_9_while_filing, sigterm_with_live_streams  # noqa: E402
+from process_faults import (  # noqa: E402
+    health_during_a_big_answer,
+    kill_9_while_filing,
+    sigterm_with_live_streams,
+    slow_reader_memory,
+)
 from support import live_server, make_settings  # noqa: E402
 
 from api import create_app  # noqa: E402
@@ -198,6 +203,8 @@ def main() -> int:
     if not args.skip_processes:
         results |= asyncio.run(sigterm_with_live_streams())
         results |= asyncio.run(kill_9_while_filing())
+        results |= asyncio.run(health_during_a_big_answer())
+        results |= asyncio.run(slow_reader_memory())
     print("| measure | value |")
     print("|---|---|")
     for name, value in results.items():

@@ -1,7 +1,7 @@
 """Server processes for tests: `uvicorn api:app` started as its own process on a free port.
 
 The port is bound (and listening) here before the process starts, and handed to uvicorn as a
-file descriptor (`--fd`): picking a free port and letting the child bind it later races with
+file descriptor (tests/uvicorn_on_socket.py): picking a free port and letting the child bind it later races with
 every other process on a loaded machine, and a health poll sent before the child listens can
 even connect to itself (TCP self-connect) and take the port.
 """
@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 
 PROJECT = Path(__file__).resolve().parent.parent
+ON_SOCKET = Path(__file__).with_name("uvicorn_on_socket.py")
 
 
 @dataclass
@@ -54,9 +55,7 @@ def clean_env(**settings: str) -> dict[str, str]:
     return env | settings
 
 
-def start_server(
-    env: dict[str, str], log_path: Path, extra_args: tuple[str, ...] = ()
-) -> ServerProcess:
+def start_server(env: dict[str, str], log_path: Path) -> ServerProcess:
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))
@@ -65,15 +64,7 @@ def start_server(
     try:
         with log_path.open("ab") as log:
             process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "api:app",
-                    "--fd",
-                    str(listener.fileno()),
-                    *extra_args,
-                ],
+                [sys.executable, str(ON_SOCKET), str(listener.fileno())],
                 cwd=PROJECT,
                 env=env,
                 stdout=log,
