@@ -1,9 +1,9 @@
 """Server processes for tests: `uvicorn api:app` started as its own process on a free port.
 
-The port is bound (and listening) here before the process starts, and handed to uvicorn as a
-file descriptor (tests/uvicorn_on_socket.py): picking a free port and letting the child bind it later races with
-every other process on a loaded machine, and a health poll sent before the child listens can
-even connect to itself (TCP self-connect) and take the port.
+The port is bound (and listening) here before the process starts, and the socket handed to
+uvicorn (tests/uvicorn_on_socket.py): picking a free port and letting the child bind it later
+races with every other process on a loaded machine, and a health poll sent before the child
+listens can even connect to itself (TCP self-connect) and take the port.
 """
 
 from __future__ import annotations
