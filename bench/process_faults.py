@@ -205,12 +205,13 @@ async def health_during_a_big_answer(answer_chars: int = 5_000_000) -> dict[str,
                     started = time.monotonic()
                     while not answer.done() and time.monotonic() - started < 240:
                         during.append(await _timed_health(client))
-                        await asyncio.sleep(0.05)
+                        await asyncio.sleep(0.01)
                     took = time.monotonic() - started
                     length = len((await answer).content)
         name = "lean decoder" if lean else "SDK's handler"
-        rows[f"5 MB answer, {name}: /health p50 / max during it (ms)"] = (
-            f"{_pct(during, 50):.0f} / {max(during or [0]):.0f} (idle p50 {_pct(idle, 50):.1f})"
+        rows[f"5 MB answer, {name}: /health p50 / max during it (ms), samples"] = (
+            f"{_pct(during, 50):.0f} / {max(during or [0]):.0f}, {len(during)}"
+            f" (idle p50 {_pct(idle, 50):.1f})"
         )
         rows[f"5 MB answer, {name}: whole answer (s, bytes)"] = f"{took:.1f}, {length}"
     return rows
