@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from outbox import DeadLetter, Outbox
-from record_store import RecordStore
-from records import Record, Viewer, Visibility, visibility
+from record_store import RecordStore, ReferenceTakenError
+from records import Record, Viewer, Visibility, new_reference, visibility
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,9 @@ HEALTH_TIMEOUT = 1.0
 # A record the store refuses for good is tried this often before it becomes a dead letter (a
 # refusal can be a passing state, e.g. a migration half applied); store outages never count.
 DEAD_LETTER_ATTEMPTS = 3
+# A fresh reference is minted when one is found taken; a second clash in a row is vanishingly
+# rare, a third would mean the store is answering wrongly.
+REFERENCE_ATTEMPTS = 3
 
 
 class RecordsUnavailableError(Exception):
@@ -131,6 +134,19 @@ class RecordDesk:
                 self._same_report[key] = (lock, users - 1)
 
     async def _file_once(self, record: Record) -> Filing:
+        for _ in range(REFERENCE_ATTEMPTS):
+            try:
+                return await self._file_under(record)
+            except ReferenceTakenError:
+                # Nobody was given this reference for this record yet: mint another.
+                with contextlib.suppress(Exception):  # best effort: an unwritable outbox
+                    await self.outbox.remove(record.reference)
+                taken = record.reference
+                record = record.model_copy(update={"reference": new_reference(record.prefix)})
+                logger.warning("reference %s was taken; filing as %s", taken, record.reference)
+        raise RecordsUnavailableError(record.reference)
+
+    async def _file_under(self, record: Record) -> Filing:
         now = self._clock()
         try:
             # The background sync leaves it alone while this filing writes it itself.
@@ -142,6 +158,8 @@ class RecordDesk:
             return Filing(queued, queued=True, duplicate=True)
         try:
             stored = await asyncio.wait_for(self.store.insert_once(record), self.write_timeout)
+        except ReferenceTakenError:
+            raise
         except Exception as error:
             await self._failed(record, 1, error)
             self.counters["queued"] += 1
@@ -155,6 +173,8 @@ class RecordDesk:
     async def _store_only(self, record: Record) -> Filing:
         try:
             stored = await asyncio.wait_for(self.store.insert_once(record), self.write_timeout)
+        except ReferenceTakenError:
+            raise
         except Exception as error:
             self._store_failed(error, f"could not store {record.reference} either")
             raise RecordsUnavailableError(record.reference) from error
@@ -315,7 +335,9 @@ _PERMANENT_SQLSTATE_CLASSES = ("22", "23")
 
 def is_permanent(error: BaseException) -> bool:
     """A store refusing this record for what it holds, not a store that is unreachable."""
-    if isinstance(error, sqlite3.IntegrityError | sqlite3.DataError):
+    # A queued record whose reference turned out to be taken: the resident already holds that
+    # reference, so it cannot be changed silently; an admin must look (a dead letter).
+    if isinstance(error, ReferenceTakenError | sqlite3.IntegrityError | sqlite3.DataError):
         return True
     code = getattr(error, "sqlstate", None) or getattr(error, "code", None)
     if isinstance(code, str) and code[:2] in _PERMANENT_SQLSTATE_CLASSES and len(code) == 5:

@@ -5,6 +5,8 @@ Every store keeps the same contract, which tests/test_record_store.py runs again
   already there, and returns the reference stored for that dedupe key. Retrying it after an
   ambiguous failure never doubles a row.
 - `get(reference)` returns the record or None.
+- A reference already held by another record (references are random: with 31^6 per prefix a
+  city's hundred thousand reports hold a few such pairs) raises ReferenceTakenError.
 - Any failure raises; the caller (filing.RecordDesk) decides what to do with the record.
 """
 
@@ -22,6 +24,14 @@ from sqlite_file import SQLiteFile
 logger = logging.getLogger(__name__)
 
 SCHEMA_SQL = Path(__file__).with_name("schema.sql")
+
+
+class ReferenceTakenError(Exception):
+    """Another record already holds this reference: this one was not written."""
+
+    def __init__(self, reference: str) -> None:
+        super().__init__(f"reference {reference} is held by another record")
+        self.reference = reference
 
 
 class RecordStore(Protocol):
@@ -95,8 +105,8 @@ class _SQLRecordStore:
         stored = await self._db.fetchone(
             f"SELECT reference FROM {record.table} WHERE dedupe_key = ?", (record.dedupe_key,)
         )
-        if stored is None:  # the insert above committed, so only a broken database gets here
-            raise RuntimeError(f"{record.reference} is not in {record.table} after its insert")
+        if stored is None:  # nothing holds our content, so the conflict was on the reference
+            raise ReferenceTakenError(record.reference)
         return str(stored[0])
 
     async def get(self, reference: str) -> Record | None:
@@ -173,10 +183,18 @@ class SupabaseRecordStore:
             await self._http.aclose()
 
     async def insert_once(self, record: Record) -> str:
+        from postgrest.exceptions import APIError
+
         table = self._client.table(record.table)
-        await table.upsert(
-            record.row(), on_conflict="dedupe_key", ignore_duplicates=True, returning="minimal"
-        ).execute()
+        try:
+            await table.upsert(
+                record.row(), on_conflict="dedupe_key", ignore_duplicates=True, returning="minimal"
+            ).execute()
+        except APIError as error:
+            # 23505 past the dedupe_key upsert: the reference (the primary key) is taken, unless
+            # our content landed meanwhile (found below).
+            if error.code != "23505":
+                raise
         found = (
             await self._client.table(record.table)
             .select("reference")
@@ -184,6 +202,8 @@ class SupabaseRecordStore:
             .limit(1)
             .execute()
         )
+        if not found.data:
+            raise ReferenceTakenError(record.reference)
         return str(found.data[0]["reference"])
 
     async def get(self, reference: str) -> Record | None:

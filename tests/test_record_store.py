@@ -3,13 +3,16 @@ PostgREST double."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from backends import BACKENDS, SERVICE_KEY, Backend, backend
 
-from record_store import RecordStore
+from filing import RecordDesk
+from outbox import Outbox
+from record_store import RecordStore, ReferenceTakenError, SQLiteRecordStore
 from records import Feedback, Filer, Incident
 
 
@@ -156,3 +159,43 @@ async def test_supabase_with_a_wrong_key_fails_loudly(tmp_path: Path) -> None:
         finally:
             await store.close()
         assert chosen.double is not None and chosen.double.count("incidents") == 0
+
+
+async def test_a_reference_held_by_another_record_is_refused_as_taken(
+    store_and_backend: tuple[RecordStore, Backend],
+) -> None:
+    store, chosen = store_and_backend
+    first = pothole()
+    await store.insert_once(first)
+    clash = pothole(location="Elm Road 2").model_copy(update={"reference": first.reference})
+    with pytest.raises(ReferenceTakenError):
+        await store.insert_once(clash)
+    assert await chosen.count("incidents") == 1
+    assert await store.get(first.reference) == first
+
+
+async def test_the_desk_mints_a_new_reference_when_one_is_taken(tmp_path: Path) -> None:
+    store = SQLiteRecordStore(tmp_path / "records.db")
+    desk = RecordDesk(store, Outbox(tmp_path / "outbox.db"), retry_base=0.01, retry_max=0.01)
+    await desk.open()
+    try:
+        first = pothole()
+        await desk.file(first)
+        clash = pothole(location="Elm Road 2").model_copy(update={"reference": first.reference})
+        filing = await desk.file(clash)
+        # Queued earlier under a reference that turns out to be taken: the resident holds that
+        # reference already, so it is set aside for an admin rather than renamed.
+        stuck = pothole(location="Elm Road 3").model_copy(update={"reference": first.reference})
+        await desk.outbox.put(stuck, 0.0)
+        for _ in range(3):  # due again after each backoff of ~10 ms
+            await asyncio.sleep(0.05)
+            await desk.sync_once()
+        letters = await desk.dead_letters()
+        depth = await desk.outbox.depth()
+        rows = await store.count("incidents")
+    finally:
+        await desk.close()
+    assert filing.reference != first.reference and not filing.queued
+    assert rows == 2
+    assert depth == 0
+    assert [letter.record.row()["location"] for letter in letters] == ["Elm Road 3"]
