@@ -401,15 +401,18 @@ async def service_info(services: ServicesDep) -> ServiceInfo:
 
 async def health(services: ServicesDep) -> JSONResponse:
     """Liveness and the state of each part; 503 when a required part is down."""
+    sessions, records = await asyncio.gather(
+        _session_check(services.sessions), _record_checks(services.desk)
+    )
     checks = {
         "model": Check(
             status="ok",
             detail={"mode": services.model.mode, "name": services.model.name}
             | ({"notice": ECHO_NOTICE} if services.model.mode == "echo" else {}),
         ),
-        "sessions": await _session_check(services.sessions),
+        "sessions": sessions,
         **_drain_check(services.drain),
-        **await _record_checks(services.desk),
+        **records,
     }
     status = _overall(checks)
     body = Health(status=status, checks=checks)

@@ -184,6 +184,16 @@ class Outbox:
             for kind, payload, attempts, error, queued_at, dead_at in rows
         ]
 
+    async def counts(self) -> tuple[int, int]:
+        """Queued entries and dead letters, in one trip to the worker thread."""
+
+        def count(conn: sqlite3.Connection) -> tuple[int, int]:
+            queued = conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
+            dead = conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
+            return int(queued), int(dead)
+
+        return await self._db.run(count)
+
     async def dead_count(self) -> int:
         row = await self._db.fetchone("SELECT count(*) FROM dead_letters")
         return int(row[0]) if row else 0

@@ -17,8 +17,11 @@ import asyncio
 import contextlib
 import signal
 import sqlite3
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +29,9 @@ import httpx
 from fake_openai import FakeOpenAI
 from postgrest_double import PostgRESTDouble
 from processes import clean_env, server_processes
-from support import live_server, wait_for
+from support import free_port, live_server, wait_for
+
+TESTS = Path(__file__).resolve().parent.parent / "tests"
 
 SERVICE_KEY = "sb_secret_process_faults"
 
@@ -186,14 +191,44 @@ def _big_answer_env(upstream: str, data: Path, lean: bool) -> dict[str, str]:
 WORD = "w" * 2000
 
 
+def _spawn_fake(port: int, tokens: int) -> subprocess.Popen[bytes]:
+    script = str(TESTS / "fake_openai.py")
+    return subprocess.Popen([sys.executable, script, "--port", str(port), "--tokens", str(tokens)])
+
+
+@contextlib.asynccontextmanager
+async def fake_process(tokens: int) -> AsyncIterator[str]:
+    """The fake upstream as its own process, so the measuring client shares no loop with it."""
+    port = free_port()
+    fake = _spawn_fake(port, tokens)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(timeout=1) as client:
+
+            async def up() -> bool:
+                try:
+                    return (await client.get(f"{url}/_stats")).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            for _ in range(300):
+                if await up():
+                    break
+                await asyncio.sleep(0.1)
+        yield url
+    finally:
+        fake.terminate()
+        fake.wait(timeout=10)
+
+
 async def health_during_a_big_answer(answer_chars: int = 5_000_000) -> dict[str, Any]:
     """/health latency while one client reads a 5 MB answer as fast as it can (Chat
-    Completions path), against idle, lean decoder vs the SDK's handler in one run."""
+    Completions path), against idle, lean decoder vs the SDK's handler in one run. The fake
+    upstream runs in its own process."""
     rows: dict[str, Any] = {}
     for lean in (True, False):
         data = Path(tempfile.mkdtemp(prefix="townhall-big-"))
-        fake = FakeOpenAI(tokens=answer_chars // (len(WORD) + 1))
-        async with live_server(fake) as upstream:  # type: ignore[arg-type]
+        async with fake_process(answer_chars // (len(WORD) + 1)) as upstream:
             env = _big_answer_env(upstream, data, lean)
             async with server_processes([env], data) as (server,):
                 async with httpx.AsyncClient(base_url=server.base_url, timeout=300) as client:
