@@ -7,6 +7,7 @@ secret ever goes into either.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sqlite3
 from typing import Any
@@ -159,6 +160,7 @@ def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, **extra}}
 
 
+@functools.cache
 def outage_errors() -> tuple[type[Exception], ...]:
     """What a database, Redis or network outage raises from the stores we use (not a bug)."""
     import asyncpg

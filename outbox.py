@@ -194,10 +194,6 @@ class Outbox:
 
         return await self._db.run(count)
 
-    async def dead_count(self) -> int:
-        row = await self._db.fetchone("SELECT count(*) FROM dead_letters")
-        return int(row[0]) if row else 0
-
 
 def _decode(kind: str, payload: str) -> Record:
     return RECORD_TYPES[kind].model_validate_json(payload)
