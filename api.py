@@ -13,8 +13,8 @@ import logging
 import secrets
 import sys
 import tomllib
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -154,7 +154,12 @@ def create_app(
         retry_base=settings.outbox_retry_seconds,
         retry_max=settings.outbox_retry_max_seconds,
     )
-    turns = TurnRunner(agent, tracing=settings.tracing_enabled, workflow_name=SERVICE_NAME)
+    turns = TurnRunner(
+        agent,
+        tracing=settings.tracing_enabled,
+        workflow_name=SERVICE_NAME,
+        read_ahead_chars=settings.stream_read_ahead_chars,
+    )
     registry = SessionRegistry(
         settings.max_sessions, settings.session_ttl_seconds, **({"clock": clock} if clock else {})
     )
@@ -541,44 +546,63 @@ class _Turn:
             self.completed = True
 
 
-async def _sse_body(frames: AsyncIterator[Frame], turn: _Turn) -> AsyncIterator[bytes]:
+# Bytes written between two turns of the event loop. Once the client has gone, uvicorn's send
+# returns at once and sends nothing, and with a fast model nothing else makes this task wait: the
+# turn would run to its end (pulling the whole answer) before sse-starlette's disconnect watcher
+# gets to cancel it. A long frame is also let out in pieces with other requests in between.
+YIELD_EVERY_BYTES = 64 * 1024
+
+
+async def _sse_body(frames: AsyncGenerator[Frame, None], turn: _Turn) -> AsyncIterator[bytes]:
+    # aclosing: when this body is cancelled or closed (the client left) while `frames` waits
+    # at a yield, the turn's generator must be closed too, so its run is cancelled now; left to
+    # the garbage collector, the model would wait for a reader that is gone.
     try:
         yield sse_frames.encode_event(sse_frames.SESSION, {"session_id": turn.session_id})
-        async for frame in frames:
-            turn.observe(frame)
-            chunk = sse_frames.encode(frame)
-            if chunk:
-                yield chunk
+        unyielded = 0
+        async with aclosing(frames):
+            async for frame in frames:
+                turn.observe(frame)
+                for chunk in sse_frames.encode_pieces(frame):
+                    if chunk:
+                        yield chunk
+                    unyielded += len(chunk)
+                    if unyielded >= YIELD_EVERY_BYTES:
+                        unyielded = 0
+                        await asyncio.sleep(0)
         yield sse_frames.DONE_FRAME
     finally:
         await turn.release()
 
 
-async def _collect(frames: AsyncIterator[Frame], turn: _Turn, session_id: str) -> JSONResponse:
+async def _collect(
+    frames: AsyncGenerator[Frame, None], turn: _Turn, session_id: str
+) -> JSONResponse:
     calls: dict[str | None, ToolCall] = {}
     try:
-        async for frame in frames:
-            turn.observe(frame)
-            if isinstance(frame, TextDelta):
-                continue
-            if frame.name == sse_frames.TOOL_CALL:
-                calls[frame.data["call_id"]] = ToolCall(**frame.data)
-            elif frame.name == sse_frames.TOOL_RESULT and frame.data["call_id"] in calls:
-                calls[frame.data["call_id"]].output = frame.data["output"]
-            elif frame.name == sse_frames.ERROR:
-                status = {"cancelled": 409, SERVER_RESTARTING.code: 503}.get(
-                    frame.data["code"], 502
-                )
-                body = error_body(frame.data["code"], frame.data["message"])
-                return JSONResponse(body | {"session_id": session_id}, status)
-            elif frame.name == sse_frames.DONE:
-                reply = ChatReply(
-                    session_id=session_id,
-                    reply=frame.data["reply"],
-                    tool_calls=list(calls.values()),
-                    usage=frame.data["usage"],
-                )
-                return JSONResponse(reply.model_dump(), headers={"X-Session-Id": session_id})
+        async with aclosing(frames):
+            async for frame in frames:
+                turn.observe(frame)
+                if isinstance(frame, TextDelta):
+                    continue
+                if frame.name == sse_frames.TOOL_CALL:
+                    calls[frame.data["call_id"]] = ToolCall(**frame.data)
+                elif frame.name == sse_frames.TOOL_RESULT and frame.data["call_id"] in calls:
+                    calls[frame.data["call_id"]].output = frame.data["output"]
+                elif frame.name == sse_frames.ERROR:
+                    status = {"cancelled": 409, SERVER_RESTARTING.code: 503}.get(
+                        frame.data["code"], 502
+                    )
+                    body = error_body(frame.data["code"], frame.data["message"])
+                    return JSONResponse(body | {"session_id": session_id}, status)
+                elif frame.name == sse_frames.DONE:
+                    reply = ChatReply(
+                        session_id=session_id,
+                        reply=frame.data["reply"],
+                        tool_calls=list(calls.values()),
+                        usage=frame.data["usage"],
+                    )
+                    return JSONResponse(reply.model_dump(), headers={"X-Session-Id": session_id})
     finally:
         await turn.release()
     raise AppError("The turn ended without a reply.")

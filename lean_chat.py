@@ -69,27 +69,13 @@ from openai.types.responses import (
 )
 from pydantic import ValidationError
 
-from lean_stream import StreamDecodeError  # one error for a malformed stream, on both wire APIs
+from sse_decode import MAX_EVENT_BYTES, EventSplitter, StreamDecodeError, data_of
 from stream_limits import CURRENT_CREDIT, MAX_ANSWER_CHARS, guarded
 
 logger = logging.getLogger(__name__)
 
-MAX_EVENT_BYTES = 8 * 1024 * 1024  # one SSE event; more is refused, not buffered
-
 
 # --- bytes to chunks --------------------------------------------------------------------------
-
-
-def _data_of(raw: bytes) -> bytes | None:
-    """The data of one SSE event (its lines, without the blank line), or None if it has none."""
-    if raw.startswith(b"data: ") and b"\n" not in raw:
-        return raw[6:]
-    lines = [
-        line[6:] if line.startswith(b"data: ") else line[5:]
-        for line in raw.split(b"\n")
-        if line.startswith(b"data:")
-    ]
-    return b"\n".join(lines) if lines else None
 
 
 async def chunk_batches(
@@ -101,39 +87,17 @@ async def chunk_batches(
     APITimeoutError, and an `{"error": ...}` chunk is APIError, as AsyncStream raises them.
     """
     request = response.request
-    pending: list[bytes] = []  # the start of an event that is not complete yet
-    pending_size = 0
-    carry_cr = False
+    splitter = EventSplitter(max_event_bytes)
     try:
         async for data in response.aiter_bytes():
-            if carry_cr:
-                data = b"\r" + data
-                carry_cr = False
-            if b"\r" in data:  # CRLF (or CR) line ends; a CRLF may straddle two reads
-                if data.endswith(b"\r"):
-                    data, carry_cr = data[:-1], True
-                data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-            if not data:
+            events = splitter.feed(data)
+            if not events:
                 continue
-            if pending and pending[-1].endswith(b"\n") and data.startswith(b"\n"):
-                pending[-1] = pending[-1][:-1]  # the blank line straddles two reads
-                data = b"\n" + data
-            if b"\n\n" not in data:
-                pending.append(data)
-                pending_size += len(data)
-                if pending_size > max_event_bytes:
-                    raise StreamDecodeError("the model stream sent an event too large to buffer")
-                continue
-            first, *complete, rest = data.split(b"\n\n")
-            if pending:
-                first = b"".join(pending) + first
-            pending = [rest] if rest else []
-            pending_size = len(rest)
             batch: list[dict[str, Any]] = []
             done = False
             try:
-                for raw in (first, *complete):
-                    payload = _data_of(raw)
+                for raw in events:
+                    payload = data_of(raw)
                     if payload is None:  # a comment (keep-alive) or an event without data
                         continue
                     if payload.startswith(b"[DONE]"):
@@ -148,9 +112,9 @@ async def chunk_batches(
                 if getattr(response, "http_version", None) == "HTTP/1.1":
                     await drain_response_async(response)  # so the connection can be reused
                 return
-        tail = b"".join(pending).strip()
+        tail = splitter.tail()
         if tail:
-            payload = _data_of(tail)
+            payload = data_of(tail)
             if payload is not None and not payload.startswith(b"[DONE]"):
                 yield [_loads(payload, request)]
     except timeout_exceptions() as error:
@@ -250,6 +214,9 @@ class LeanChatStream:
         """Emit the text deltas gathered since the last event as one delta."""
         delta = self.pending_text[0] if len(self.pending_text) == 1 else "".join(self.pending_text)
         self.pending_text.clear()
+        # The part keeps the merged delta, the same string the event (and the turn) holds, so a
+        # long answer is held once, not as pieces plus merged copies.
+        self.text_parts.append(delta)
         self.out.append(
             ResponseTextDeltaEvent(
                 content_index=cast(int, self.text_index),
@@ -393,7 +360,6 @@ class LeanChatStream:
                     sequence_number=self._seq(),
                 )
             )
-        self.text_parts.append(content)
         self.pending_text.append(content)
 
     def _refusal(self, refusal: str) -> None:

@@ -20,6 +20,7 @@ from openai._models import construct_type
 from openai.types.responses import ResponseStreamEvent, ResponseTextDeltaEvent
 from pydantic import BaseModel
 
+from sse_decode import MAX_EVENT_BYTES, EventSplitter, StreamDecodeError, data_of
 from stream_limits import CURRENT_CREDIT, MAX_ANSWER_CHARS, guarded
 
 _TEXT_DELTA = "response.output_text.delta"
@@ -38,17 +39,9 @@ def _classes_by_type() -> dict[str, type[BaseModel]]:
 _EVENT_CLASSES = _classes_by_type()
 
 
-class StreamDecodeError(ValueError):
-    """The upstream sent an event that is not JSON."""
-
-
 def decode_event(payload: bytes) -> ResponseStreamEvent | None:
     """One SSE event's bytes (its lines, without the blank line) to a typed event, or None."""
-    data = b"\n".join(
-        line[6:] if line.startswith(b"data: ") else line[5:]
-        for line in payload.split(b"\n")
-        if line.startswith(b"data:")
-    )
+    data = data_of(payload)
     if not data or data == b"[DONE]":
         return None
     try:
@@ -62,44 +55,55 @@ def decode_event(payload: bytes) -> ResponseStreamEvent | None:
 
 
 def coalesce(events: list[ResponseStreamEvent]) -> list[ResponseStreamEvent]:
-    """Merge runs of text deltas of the same content part into one delta each."""
+    """Merge runs of text deltas of the same content part into one delta each (joined once)."""
     merged: list[Any] = []
-    for event in events:
-        last: Any = merged[-1] if merged else None
-        current: Any = event
-        if (
-            last is not None
-            and current.type == _TEXT_DELTA
-            and last.type == _TEXT_DELTA
-            and current.item_id == last.item_id
-            and current.content_index == last.content_index
-        ):
-            merged[-1] = ResponseTextDeltaEvent.model_validate(
-                {
-                    "type": _TEXT_DELTA,
-                    "item_id": current.item_id,
-                    "output_index": current.output_index,
-                    "content_index": current.content_index,
-                    "delta": last.delta + current.delta,
-                    "logprobs": [*(last.logprobs or []), *(current.logprobs or [])],
-                    "sequence_number": current.sequence_number,
-                }
+    run: list[Any] = []  # text deltas of one content part, in order
+
+    def close_run() -> None:
+        if len(run) == 1:
+            merged.append(run[0])
+        elif run:
+            last = run[-1]
+            merged.append(
+                ResponseTextDeltaEvent.model_validate(
+                    {
+                        "type": _TEXT_DELTA,
+                        "item_id": last.item_id,
+                        "output_index": last.output_index,
+                        "content_index": last.content_index,
+                        "delta": "".join(event.delta for event in run),
+                        "logprobs": [p for event in run for p in (event.logprobs or [])],
+                        "sequence_number": last.sequence_number,
+                    }
+                )
             )
-        else:
+        run.clear()
+
+    for event in events:
+        current: Any = event
+        if current.type != _TEXT_DELTA:
+            close_run()
             merged.append(current)
+            continue
+        if run and (current.item_id, current.content_index) != (
+            run[-1].item_id,
+            run[-1].content_index,
+        ):
+            close_run()
+        run.append(current)
+    close_run()
     return merged
 
 
-async def decode_stream(chunks: AsyncIterator[bytes]) -> AsyncIterator[ResponseStreamEvent]:
+async def decode_stream(
+    chunks: AsyncIterator[bytes], max_event_bytes: int = MAX_EVENT_BYTES
+) -> AsyncIterator[ResponseStreamEvent]:
     """Typed events from the raw bytes of a Responses API stream, merged per network read."""
-    buffer = b""
+    splitter = EventSplitter(max_event_bytes)
     async for chunk in chunks:
-        buffer += chunk
-        if b"\r" in buffer:  # CRLF line ends; one may straddle two reads, so fix the buffer
-            buffer = buffer.replace(b"\r\n", b"\n")
-        if b"\n\n" not in buffer:
+        complete = splitter.feed(chunk)
+        if not complete:
             continue
-        *complete, buffer = buffer.split(b"\n\n")
         events: list[ResponseStreamEvent] = []
         try:
             for raw in complete:
@@ -110,10 +114,19 @@ async def decode_stream(chunks: AsyncIterator[bytes]) -> AsyncIterator[ResponseS
             # What decoded before a broken event is still passed on, then the error.
             for event in coalesce(events):
                 yield event
-    if buffer.strip():
-        event = decode_event(buffer)
+    tail = splitter.tail()
+    if tail:
+        event = decode_event(tail)
         if event is not None:
             yield event
+
+
+def _event_bytes_for(max_answer_chars: int | None) -> int:
+    """The largest event to buffer: the final events repeat the whole answer, JSON-escaped (up
+    to 6 bytes a character), so the bound follows the answer limit."""
+    if max_answer_chars is None:
+        return 1 << 62
+    return MAX_EVENT_BYTES + 6 * max_answer_chars
 
 
 class LeanResponsesModel(OpenAIResponsesModel):
@@ -170,7 +183,10 @@ class LeanResponsesModel(OpenAIResponsesModel):
         # stream ends or the run is cancelled.
         return _ResponseStreamWithRequestId(
             guarded(
-                decode_stream(api_response.http_response.aiter_bytes()),
+                decode_stream(
+                    api_response.http_response.aiter_bytes(),
+                    max_event_bytes=_event_bytes_for(self.max_answer_chars),
+                ),
                 max_chars=self.max_answer_chars,
                 credit=CURRENT_CREDIT.get(),
             ),

@@ -57,6 +57,9 @@ class Settings(BaseModel):
     lean_stream: bool = True
     # Delta characters one model response may stream (text, tool arguments, ...); lean models only.
     max_answer_chars: int = Field(1_000_000, ge=1)
+    # How far (delta characters) the model is read ahead of what the client has taken; 0 means
+    # no bound (the upstream is read as fast as it sends, whatever the client reads).
+    stream_read_ahead_chars: int = Field(64_000, ge=0)
     gc_tuning: bool = True
     sse_ping_seconds: float = Field(15, gt=0)
     shutdown_grace_seconds: float = Field(20, ge=0)

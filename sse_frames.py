@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
+from json.encoder import encode_basestring  # what json.dumps uses with ensure_ascii=False
 from typing import Any
 
 from sse_starlette import EventSourceResponse
@@ -59,18 +61,53 @@ def encode_text(text: str) -> bytes:
     if text == DONE_SENTINEL:
         return encode_text("[DONE") + encode_text("]")
     lines = _LINE_BREAK.split(text)
-    return ("".join(f"data: {line}\n" for line in lines) + "\n").encode()
+    # "replace": a lone surrogate (a model may send one as a JSON escape) cannot be UTF-8; it
+    # goes out as "?" rather than ending the stream.
+    return ("".join(f"data: {line}\n" for line in lines) + "\n").encode(errors="replace")
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
 def encode_event(name: str, data: dict[str, Any]) -> bytes:
-    payload = json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str)
-    return f"event: {name}\ndata: {payload}\n\n".encode()
+    return f"event: {name}\ndata: {_json(data)}\n\n".encode(errors="replace")
+
+
+# A `done` event repeats the whole reply; for a 5 MB answer encoding it is ~30 ms of one
+# uninterrupted step. Top-level strings longer than this are encoded in pieces of this many
+# characters, so the writer can let other requests run between them.
+PIECE_CHARS = 256 * 1024
+
+
+def encode_pieces(frame: Frame) -> Iterator[bytes]:
+    """The frame's bytes, in pieces of bounded work; joined, they are what encode() returns."""
+    if isinstance(frame, TextDelta):
+        yield encode_text(frame.text)
+        return
+    if not any(isinstance(v, str) and len(v) > PIECE_CHARS for v in frame.data.values()):
+        yield encode_event(frame.name, frame.data)
+        return
+    # The JSON object written member by member: the same bytes json.dumps gives (compact
+    # separators, insertion order), with the long strings cut into slices.
+    opening = f"event: {frame.name}\ndata: {{"
+    for index, (key, value) in enumerate(frame.data.items()):
+        member = f"{',' if index else ''}{_json(key)}:"
+        if not (isinstance(value, str) and len(value) > PIECE_CHARS):
+            yield (opening + member + _json(value)).encode(errors="replace")
+            opening = ""
+            continue
+        yield (opening + member + '"').encode(errors="replace")
+        opening = ""
+        for start in range(0, len(value), PIECE_CHARS):
+            piece = encode_basestring(value[start : start + PIECE_CHARS])[1:-1]
+            yield piece.encode(errors="replace")
+        yield b'"'
+    yield b"}\n\n"
 
 
 def encode(frame: Frame) -> bytes:
-    if isinstance(frame, TextDelta):
-        return encode_text(frame.text)
-    return encode_event(frame.name, frame.data)
+    return b"".join(encode_pieces(frame))
 
 
 class SSEResponse(EventSourceResponse):

@@ -26,6 +26,7 @@ from contextlib import aclosing
 from typing import Any, TypeVar
 
 MAX_ANSWER_CHARS = 1_000_000
+YIELD_EVERY_CHARS = 32_000  # delta characters handed on between two turns of the event loop
 
 E = TypeVar("E")
 
@@ -113,6 +114,7 @@ async def guarded(
     """`events`, stopped with AnswerTooLong past `max_chars` delta characters, and paced by
     `credit` (awaited before an event is handed on, so the upstream is not read meanwhile)."""
     total = 0
+    next_yield = YIELD_EVERY_CHARS
     async with aclosing(events) as stream:  # type: ignore[type-var]
         async for event in stream:
             delta = getattr(event, "delta", None)
@@ -120,6 +122,11 @@ async def guarded(
                 total += len(delta)
                 if max_chars is not None and total > max_chars:
                     raise AnswerTooLong(max_chars)
+                if total >= next_yield:
+                    # Buffered upstream data and a fast reader never make this task wait, so
+                    # a long answer would run in few, long loop steps; let others in between.
+                    next_yield = total + YIELD_EVERY_CHARS
+                    await asyncio.sleep(0)
             if credit is not None:
                 await credit.acquire(event)
             yield event

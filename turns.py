@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,17 +31,18 @@ from pydantic_core import to_jsonable_python
 import sse_frames
 from app_context import AppContext
 from errors import outage_errors
-from lean_stream import StreamDecodeError
 from session_store import TurnLease
+from sse_decode import StreamDecodeError
 from sse_frames import Frame, NamedEvent, TextDelta
 from stream_limits import CURRENT_CREDIT, AnswerTooLong, ClientStalled, StreamCredit
 
 logger = logging.getLogger(__name__)
 
 MAX_AGENT_TURNS = 10
-# How far (in delta characters) the model may be read ahead of what the client has taken, and how
-# long the model may wait for a client that takes nothing before the turn is given up.
-STREAM_WINDOW_CHARS = 64_000
+# How far (in delta characters) the model may be read ahead of what the client has taken, by
+# default, and how long the model may wait for a client that takes nothing before the turn is
+# given up.
+STREAM_READ_AHEAD_CHARS = 64_000
 CLIENT_STALL_SECONDS = 120.0
 
 
@@ -156,10 +157,18 @@ def quiet_model_attempts() -> None:
 class TurnRunner:
     """Runs the town-hall agent for one message of one conversation."""
 
-    def __init__(self, agent: Agent[AppContext], *, tracing: bool, workflow_name: str) -> None:
+    def __init__(
+        self,
+        agent: Agent[AppContext],
+        *,
+        tracing: bool,
+        workflow_name: str,
+        read_ahead_chars: int = STREAM_READ_AHEAD_CHARS,
+    ) -> None:
         self.agent = agent
         self.tracing = tracing
         self.workflow_name = workflow_name
+        self.read_ahead_chars = read_ahead_chars  # 0: unbounded
 
     def run_config(self, session_id: str) -> RunConfig:
         return RunConfig(
@@ -171,7 +180,7 @@ class TurnRunner:
 
     async def stream(
         self, lease: TurnLease, message: str, context: AppContext
-    ) -> AsyncIterator[Frame]:
+    ) -> AsyncGenerator[Frame, None]:
         """Frames for one turn: text, tool calls and results, then `done` or `error`.
 
         The caller owns the lease; if the caller stops iterating (the client went away) the run
@@ -181,7 +190,9 @@ class TurnRunner:
         # once a frame was taken by the SSE writer: the SDK's own event queue is unbounded and
         # filled with put_nowait, so this is what keeps a slow client from pulling the upstream.
         # The run-loop task copies the context here, when run_streamed creates it.
-        credit = StreamCredit(window=STREAM_WINDOW_CHARS, stall_seconds=CLIENT_STALL_SECONDS)
+        credit = None
+        if self.read_ahead_chars:
+            credit = StreamCredit(window=self.read_ahead_chars, stall_seconds=CLIENT_STALL_SECONDS)
         credit_token = CURRENT_CREDIT.set(credit)
         try:
             result = Runner.run_streamed(
@@ -194,7 +205,8 @@ class TurnRunner:
             )
         finally:
             CURRENT_CREDIT.reset(credit_token)
-        credit.owner = result.run_loop_task
+        if credit is not None:
+            credit.owner = result.run_loop_task
         cancelled = asyncio.Event()
 
         def cancel() -> None:
@@ -220,7 +232,7 @@ class TurnRunner:
                             partial.append(frame.text)
                         yield frame  # returns once the SSE writer has sent it
                 finally:
-                    if isinstance(event, RawResponsesStreamEvent):
+                    if credit is not None and isinstance(event, RawResponsesStreamEvent):
                         credit.release(event.data)
         except Exception as error:
             failure = describe_failure(error)

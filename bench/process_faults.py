@@ -3,9 +3,9 @@
 - SIGTERM with live streams: how long until every stream has its last frame and the process has
   exited, and how each stream ended.
 - kill -9 while reports are being written to the store: how many are lost after a restart.
-- /health while a 5 MB answer streams, and server memory while a client reads slowly: the lean
-  decoder with its read-ahead credit against the SDK's own handler (LEAN_STREAM=false), in one
-  run.
+- /health while a 5 MB answer streams, what a stalled reader makes the server pull, and server
+  memory while clients read slowly: the lean decoder with its read-ahead credit against the
+  SDK's own handler (LEAN_STREAM=false), in one run.
 
 Each starts `uvicorn api:app` as its own process (tests/processes.py), on 127.0.0.1, bounded in
 count and time.
@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -173,22 +174,28 @@ def _rss_kib(pid: int) -> int:
     return 0
 
 
-def _big_answer_env(upstream: str, data: Path, lean: bool) -> dict[str, str]:
+WORD = "w" * 2000  # the fake answers with the message's words: big chunks, few of them
+APIS = ("chat_completions", "responses")
+DECODERS = {True: "lean decoder + credit", False: "SDK's own"}
+
+
+def _big_answer_env(
+    upstream: str, data: Path, api: str, lean: bool, read_ahead: str = "64000"
+) -> dict[str, str]:
     return clean_env(
+        STREAM_READ_AHEAD_CHARS=read_ahead,
         OPENAI_API_KEY="sk-fake",
         OPENAI_BASE_URL=f"{upstream}/v1",
-        OPENAI_API="chat_completions",
+        OPENAI_API=api,
         MODEL="fake",
         LEAN_STREAM="true" if lean else "false",
-        MAX_ANSWER_CHARS="100000000",
+        MAX_ANSWER_CHARS="200000000",
         RATE_LIMIT_PER_MINUTE="0",
+        MAX_SESSIONS="100000",
         DATABASE_URL=f"sqlite:///{data}/records.db",
         OUTBOX_PATH=str(data / "outbox.db"),
         LOG_LEVEL="WARNING",
     )
-
-
-WORD = "w" * 2000
 
 
 def _spawn_fake(port: int, tokens: int) -> subprocess.Popen[bytes]:
@@ -198,7 +205,8 @@ def _spawn_fake(port: int, tokens: int) -> subprocess.Popen[bytes]:
 
 @contextlib.asynccontextmanager
 async def fake_process(tokens: int) -> AsyncIterator[str]:
-    """The fake upstream as its own process, so the measuring client shares no loop with it."""
+    """The fake upstream as its own process, so neither the server nor the measuring client
+    shares a loop (or a core's time slices) with it."""
     port = free_port()
     fake = _spawn_fake(port, tokens)
     url = f"http://127.0.0.1:{port}"
@@ -221,34 +229,76 @@ async def fake_process(tokens: int) -> AsyncIterator[str]:
         fake.wait(timeout=10)
 
 
-async def health_during_a_big_answer(answer_chars: int = 5_000_000) -> dict[str, Any]:
-    """/health latency while one client reads a 5 MB answer as fast as it can (Chat
-    Completions path), against idle, lean decoder vs the SDK's handler in one run. The fake
-    upstream runs in its own process."""
+async def _fake_sent_bytes(client: httpx.AsyncClient, upstream: str) -> int:
+    return int((await client.get(f"{upstream}/_stats")).json()["sent_bytes"])
+
+
+@contextlib.asynccontextmanager
+async def _big_answer_server(
+    tokens: int, api: str, lean: bool, prefix: str, read_ahead: str = "64000"
+) -> AsyncIterator[tuple[str, Any]]:
+    data = Path(tempfile.mkdtemp(prefix=prefix))
+    async with fake_process(tokens) as upstream:
+        env = _big_answer_env(upstream, data, api, lean, read_ahead)
+        async with server_processes([env], data) as (server,):
+            yield upstream, server
+
+
+# A client in its own process, as a resident's browser is: it reads the stream to the end as
+# fast as it can and prints how many bytes it got.
+READER = """
+import json, sys, urllib.request
+request = urllib.request.Request(
+    sys.argv[1], data=json.dumps({"message": sys.argv[2], "session_id": sys.argv[3]}).encode(),
+    headers={"content-type": "application/json"},
+)
+total = 0
+with urllib.request.urlopen(request, timeout=300) as response:
+    while chunk := response.read(65536):
+        total += len(chunk)
+print(total)
+"""
+
+
+async def health_during_a_big_answer(
+    answer_chars: int = 5_000_000, answers: int = 3
+) -> dict[str, Any]:
+    """/health latency while a client in another process reads a 5 MB answer as fast as it can:
+    both wire APIs, our lean decoder vs the SDK's own (LEAN_STREAM=false), in one run. The fake
+    upstream runs in its own process too."""
     rows: dict[str, Any] = {}
-    for lean in (True, False):
-        data = Path(tempfile.mkdtemp(prefix="townhall-big-"))
-        async with fake_process(answer_chars // (len(WORD) + 1)) as upstream:
-            env = _big_answer_env(upstream, data, lean)
-            async with server_processes([env], data) as (server,):
-                async with httpx.AsyncClient(base_url=server.base_url, timeout=300) as client:
+    for api in APIS:
+        for lean in (True, False):
+            async with _big_answer_server(
+                answer_chars // (len(WORD) + 1), api, lean, "townhall-big-"
+            ) as (_, server):
+                during: list[float] = []
+                took: list[float] = []
+                async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
                     idle = [await _timed_health(client) for _ in range(20)]
-                    answer = asyncio.create_task(
-                        client.post("/chat", json={"message": WORD, "session_id": "big"})
-                    )
-                    during: list[float] = []
-                    started = time.monotonic()
-                    while not answer.done() and time.monotonic() - started < 240:
-                        during.append(await _timed_health(client))
-                        await asyncio.sleep(0.01)
-                    took = time.monotonic() - started
-                    length = len((await answer).content)
-        name = "lean decoder" if lean else "SDK's handler"
-        rows[f"5 MB answer, {name}: /health p50 / max during it (ms), samples"] = (
-            f"{_pct(during, 50):.0f} / {max(during or [0]):.0f}, {len(during)}"
-            f" (idle p50 {_pct(idle, 50):.1f})"
-        )
-        rows[f"5 MB answer, {name}: whole answer (s, bytes)"] = f"{took:.1f}, {length}"
+                    for n in range(answers):
+                        reader = await asyncio.create_subprocess_exec(
+                            sys.executable,
+                            "-c",
+                            READER,
+                            f"{server.base_url}/chat",
+                            WORD,
+                            f"big-{n}",
+                            stdout=asyncio.subprocess.PIPE,
+                        )
+                        answer = asyncio.create_task(reader.communicate())
+                        started = time.monotonic()
+                        while not answer.done() and time.monotonic() - started < 240:
+                            during.append(await _timed_health(client))
+                            await asyncio.sleep(0.01)
+                        took.append(time.monotonic() - started)
+                        await answer
+            name = f"5 MB answer, {api}, {DECODERS[lean]}"
+            rows[f"{name}: /health p50 / p99 / max during it (ms)"] = (
+                f"{_pct(during, 50):.0f} / {_pct(during, 99):.0f} / {max(during or [0]):.0f}"
+                f" ({len(during)} samples, {answers} answers; idle p50 {_pct(idle, 50):.1f})"
+            )
+            rows[f"{name}: whole answer, slowest of {answers} (s)"] = round(max(took), 2)
     return rows
 
 
@@ -265,33 +315,98 @@ def _pct(values: list[float], pct: int) -> float:
     return ordered[min(len(ordered) - 1, len(ordered) * pct // 100)]
 
 
-async def slow_reader_memory(answer_chars: int = 30_000_000, seconds: float = 6) -> dict[str, Any]:
-    """Server memory while a client reads a long answer at 20 KB/s: lean decoder with the
-    read-ahead credit vs the SDK's handler, in one run."""
+# A receive buffer fixed at 64 KiB (the kernel doubles it): without it Linux grows a loopback
+# client's buffer towards tcp_rmem's 32 MiB, which then holds the answer the server sent, and a
+# server that pulls everything looks the same as one that waits.
+SMALL_RECEIVE_BUFFER = [(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)]
+
+
+async def stalled_reader(answer_chars: int = 60_000_000, seconds: float = 5) -> dict[str, Any]:
+    """A client reads 100 KB of a 60 MB answer and stops reading (it stays connected): how much
+    the server pulls from the upstream meanwhile, and its memory. Lean decoder with the credit,
+    without it (STREAM_READ_AHEAD_CHARS=0), and the SDK's own (Chat Completions path)."""
     rows: dict[str, Any] = {}
-    for lean in (True, False):
-        data = Path(tempfile.mkdtemp(prefix="townhall-slow-"))
-        fake = FakeOpenAI(tokens=answer_chars // (len(WORD) + 1))
-        async with live_server(fake) as upstream:  # type: ignore[arg-type]
-            env = _big_answer_env(upstream, data, lean)
-            async with server_processes([env], data) as (server,):
+    variants = {
+        "lean decoder + credit": (True, "64000"),
+        "lean decoder, read-ahead unbounded": (True, "0"),
+        "SDK's own": (False, "64000"),
+    }
+    for name, (lean, read_ahead) in variants.items():
+        async with _big_answer_server(
+            answer_chars // (len(WORD) + 1), "chat_completions", lean, "townhall-stall-", read_ahead
+        ) as (upstream, server):
+            pid = server.process.pid
+            transport = httpx.AsyncHTTPTransport(socket_options=SMALL_RECEIVE_BUFFER)
+            async with (
+                httpx.AsyncClient(timeout=30) as stats,
+                httpx.AsyncClient(base_url=server.base_url, timeout=60, transport=transport) as c,
+            ):
+                await c.post("/chat", json={"message": "warm up", "session_id": "w"})
+                before = _rss_kib(pid)
+                received = 0
+                payload = {"message": WORD, "session_id": "stalled"}
+                async with c.stream("POST", "/chat", json=payload) as response:
+                    # Kept: a dropped iterator is finalized, which closes the connection.
+                    chunks = response.aiter_raw()
+                    async for chunk in chunks:
+                        received += len(chunk)
+                        if received > 100_000:
+                            break
+                    await asyncio.sleep(seconds)
+                    pulled = await _fake_sent_bytes(stats, upstream)
+                    grown = _rss_kib(pid) - before
+        label = f"stalled reader (read 100 KB of 60 MB, then {seconds:.0f} s idle), {name}"
+        rows[f"{label}: pulled from the upstream (MB)"] = round(pulled / 1e6, 1)
+        rows[f"{label}: server RSS growth (MiB)"] = round(grown / 1024, 1)
+    return rows
+
+
+async def slow_reader_memory(
+    readers: int = 10, answer_chars: int = 40_000_000, seconds: float = 6
+) -> dict[str, Any]:
+    """Server memory while 10 clients each read a 40 MB answer at 20 KB/s through a 64 KiB
+    receive window (a slow link's; on loopback the default window grows until the client's
+    kernel holds the whole answer, and no reader is slow): both wire APIs, lean decoder +
+    credit vs the SDK's own."""
+    rows: dict[str, Any] = {}
+    for api in APIS:
+        for lean in (True, False):
+            async with _big_answer_server(
+                answer_chars // (len(WORD) + 1), api, lean, "townhall-slow-"
+            ) as (upstream, server):
                 pid = server.process.pid
-                async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as client:
-                    await client.post("/chat", json={"message": "warm up", "session_id": "w"})
+                limits = httpx.Limits(max_connections=readers + 2)
+                transport = httpx.AsyncHTTPTransport(
+                    socket_options=SMALL_RECEIVE_BUFFER, limits=limits
+                )
+                async with (
+                    httpx.AsyncClient(timeout=30) as stats,
+                    httpx.AsyncClient(
+                        base_url=server.base_url, timeout=60, transport=transport
+                    ) as c,
+                ):
+                    await c.post("/chat", json={"message": "warm up", "session_id": "w"})
                     before = _rss_kib(pid)
                     peak = before
-                    payload = {"message": WORD, "session_id": "slow"}
-                    deadline = time.monotonic() + seconds
-                    async with client.stream("POST", "/chat", json=payload) as response:
-                        async for _chunk in response.aiter_raw(2048):
-                            await asyncio.sleep(0.1)  # 20 KB/s
-                            peak = max(peak, _rss_kib(pid))
-                            if time.monotonic() > deadline:
-                                break
-                pulled = fake.sent_bytes
-        name = "lean decoder + credit" if lean else "SDK's handler"
-        rows[f"slow reader (20 KB/s, {seconds:.0f} s), {name}: server RSS growth (MiB)"] = round(
-            (peak - before) / 1024, 1
-        )
-        rows[f"slow reader, {name}: pulled from the upstream (MB)"] = round(pulled / 1e6, 1)
+
+                    async def read_slowly(n: int, pid: int = pid) -> None:
+                        nonlocal peak
+                        payload = {"message": WORD, "session_id": f"slow-{n}"}
+                        deadline = time.monotonic() + seconds
+                        async with c.stream("POST", "/chat", json=payload) as response:
+                            async for _chunk in response.aiter_raw(2048):
+                                await asyncio.sleep(0.1)  # 20 KB/s
+                                peak = max(peak, _rss_kib(pid))
+                                if time.monotonic() > deadline:
+                                    break
+
+                    await asyncio.gather(*(read_slowly(n) for n in range(readers)))
+                    pulled = await _fake_sent_bytes(stats, upstream)
+            name = f"{readers} slow readers (20 KB/s, {seconds:.0f} s), {api}, {DECODERS[lean]}"
+            rows[f"{name}: server RSS growth per reader (MiB)"] = round(
+                (peak - before) / 1024 / readers, 2
+            )
+            rows[f"{name}: pulled from the upstream per reader (MB)"] = round(
+                pulled / 1e6 / readers, 1
+            )
     return rows

@@ -36,6 +36,7 @@ from process_faults import (  # noqa: E402
     kill_9_while_filing,
     sigterm_with_live_streams,
     slow_reader_memory,
+    stalled_reader,
 )
 from support import live_server, make_settings  # noqa: E402
 
@@ -204,6 +205,7 @@ def main() -> int:
         results |= asyncio.run(sigterm_with_live_streams())
         results |= asyncio.run(kill_9_while_filing())
         results |= asyncio.run(health_during_a_big_answer())
+        results |= asyncio.run(stalled_reader())
         results |= asyncio.run(slow_reader_memory())
     print("| measure | value |")
     print("|---|---|")

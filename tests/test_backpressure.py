@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 from pathlib import Path
 
@@ -32,19 +33,41 @@ def env_for(upstream: str, tmp_path: Path, api: str, **extra: str) -> dict[str, 
     )
 
 
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+# The client's receive buffer fixed at 64 KiB. Left to itself, Linux grows a loopback client's
+# buffer towards tcp_rmem's 32 MiB, where the answer then waits: a server that pulls the whole
+# upstream would pass this test as well as one that waits for its reader.
+SMALL_RECEIVE_BUFFER = [(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)]
+
+
+@pytest.mark.parametrize("api", APIS)
 async def test_a_reader_that_stops_reading_stops_the_upstream_and_leaving_closes_it(
-    tmp_path: Path,
+    tmp_path: Path, api: str
 ) -> None:
     answer_bytes = 60_000_000
     fake = FakeOpenAI(tokens=answer_bytes // (len(WORD) + 1))
     async with live_server(fake) as upstream:  # type: ignore[arg-type]
-        env = env_for(upstream, tmp_path, "chat_completions", MAX_ANSWER_CHARS="100000000")
+        env = env_for(upstream, tmp_path, api, MAX_ANSWER_CHARS="100000000")
         async with server_processes([env], tmp_path) as (server,):
-            async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as client:
+            transport = httpx.AsyncHTTPTransport(socket_options=SMALL_RECEIVE_BUFFER)
+            async with httpx.AsyncClient(
+                base_url=server.base_url, timeout=60, transport=transport
+            ) as client:
+                await client.post("/chat", json={"message": "warm up", "session_id": "w"})
+                rss_before = rss_kib(server.process.pid)
                 received = 0
                 payload = {"message": WORD, "session_id": "slow"}
                 async with client.stream("POST", "/chat", json=payload) as response:
-                    async for chunk in response.aiter_raw():
+                    # Kept, not dropped after the loop: a dropped iterator is finalized, which
+                    # closes the connection, and the reader would have left, not stalled.
+                    chunks = response.aiter_raw()
+                    async for chunk in chunks:
                         received += len(chunk)
                         if received > 100_000:
                             break
@@ -52,15 +75,55 @@ async def test_a_reader_that_stops_reading_stops_the_upstream_and_leaving_closes
                     pulled_while_stalled = fake.sent_bytes
                     await asyncio.sleep(1)
                     pulled_later = fake.sent_bytes
+                    rss_growth_kib = rss_kib(server.process.pid) - rss_before
+                    assert fake.open_streams == 1  # stalled, not gone
                 closed_at = time.monotonic()
                 await wait_for(lambda: fake.open_streams == 0, limit=5)
                 noticed_after = time.monotonic() - closed_at
                 health = await client.get("/health")
-    # Kernel socket buffers hold some megabytes on loopback; the rest was never pulled.
+    # Kernel socket buffers (the upstream's, ours, the client's) hold some megabytes; the rest
+    # was never pulled, and the server itself holds almost none of it.
     assert pulled_while_stalled < answer_bytes / 3
     assert pulled_later - pulled_while_stalled < 1_000_000  # stalled, not trickling on
+    assert rss_growth_kib < 16 * 1024
     assert noticed_after < 5
     assert health.json()["status"] == "healthy"
+
+
+async def test_with_the_read_ahead_unbounded_the_same_stalled_reader_lets_it_all_be_pulled(
+    tmp_path: Path,
+) -> None:
+    """The control for the test above: the same stall with STREAM_READ_AHEAD_CHARS=0 pulls the
+    whole answer into the server, so the measure above tells a waiting server from one that
+    is not."""
+    answer_bytes = 60_000_000
+    fake = FakeOpenAI(tokens=answer_bytes // (len(WORD) + 1))
+    async with live_server(fake) as upstream:  # type: ignore[arg-type]
+        env = env_for(
+            upstream,
+            tmp_path,
+            "chat_completions",
+            MAX_ANSWER_CHARS="100000000",
+            STREAM_READ_AHEAD_CHARS="0",
+        )
+        async with server_processes([env], tmp_path) as (server,):
+            transport = httpx.AsyncHTTPTransport(socket_options=SMALL_RECEIVE_BUFFER)
+            async with httpx.AsyncClient(
+                base_url=server.base_url, timeout=60, transport=transport
+            ) as client:
+                received = 0
+                payload = {"message": WORD, "session_id": "slow"}
+                async with client.stream("POST", "/chat", json=payload) as response:
+                    chunks = response.aiter_raw()
+                    async for chunk in chunks:
+                        received += len(chunk)
+                        if received > 100_000:
+                            break
+                    # The upstream sends it all and finishes, while the reader has taken 100 KB.
+                    await wait_for(
+                        lambda: fake.sent_bytes >= answer_bytes and fake.open_streams == 0,
+                        limit=30,
+                    )
 
 
 @pytest.mark.parametrize("api", APIS)

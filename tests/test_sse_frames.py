@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from support import parse_sse as parse
 
-from sse_frames import DONE_FRAME, encode_event, encode_text
+from sse_frames import (
+    DONE_FRAME,
+    PIECE_CHARS,
+    NamedEvent,
+    encode,
+    encode_event,
+    encode_pieces,
+    encode_text,
+)
 
 
 @pytest.mark.parametrize(
@@ -33,3 +43,23 @@ def test_named_event_is_compact_json_on_one_line() -> None:
     frame = encode_event("tool_call", {"name": "x", "arguments": {"text": "a\nb"}})
     assert frame == b'event: tool_call\ndata: {"name":"x","arguments":{"text":"a\\nb"}}\n\n'
     assert parse(DONE_FRAME) == [("message", "[DONE]")]
+
+
+def test_a_long_reply_is_encoded_in_pieces_that_join_to_the_same_bytes() -> None:
+    # Every kind of character json escapes or keeps, cut wherever the slices fall.
+    reply = ('say "hi" \\ tab\t nl\n ctrl\x01 é ✓ 😀 ' * (3 * PIECE_CHARS // 30))[
+        : 3 * PIECE_CHARS + 7
+    ]
+    data = {"reply": reply, "usage": {"requests": 1}, "note": "x" * (PIECE_CHARS + 1)}
+    pieces = list(encode_pieces(NamedEvent("done", data)))
+    compact = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    assert b"".join(pieces) == f"event: done\ndata: {compact}\n\n".encode()
+    assert encode(NamedEvent("done", data)) == encode_event("done", data)
+    assert len(pieces) > 5  # cut, not one block
+    assert max(len(piece) for piece in pieces) < 4 * PIECE_CHARS + 100
+    assert parse(b"".join(pieces)) == [("done", compact)]
+
+
+def test_a_lone_surrogate_from_the_model_does_not_end_the_stream() -> None:
+    assert parse(encode_text("a\ud800b")) == [("message", "a?b")]
+    assert b"a?b" in encode_event("done", {"reply": "a\ud800b"})
