@@ -9,8 +9,6 @@ Model choice, from the settings:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
 
 from agents import (
     Agent,
@@ -24,12 +22,13 @@ from agents import (
 )
 from openai import AsyncOpenAI, DefaultAioHttpClient
 
-from app_context import AppContext
-from echo_model import ECHO_MODEL_NAME, EchoModel
-from lean_chat import LeanChatCompletionsModel
-from lean_stream import LeanResponsesModel
-from settings import Settings
 from tools import TOWN_HALL_TOOLS
+from townhall.context import AppContext
+from townhall.settings import Settings
+from townhall.turns.echo_model import ECHO_MODEL_NAME, EchoModel
+from townhall.turns.lean_chat import LeanChatCompletionsModel
+from townhall.turns.lean_responses import LeanResponsesModel
+from townhall.turns.model_choice import ModelChoice
 
 AGENT_NAME = "Town Hall Assistant"
 
@@ -62,18 +61,6 @@ _RETRY_POLICY = retry_policies.any(
     retry_policies.retry_after(),
     retry_policies.http_status([408, 409, 429, 500, 502, 503, 504]),
 )
-
-ModelMode = Literal["openai", "compatible", "echo", "custom"]
-
-
-@dataclass(frozen=True)
-class ModelChoice:
-    """The model the agent runs on, and the client to close at shutdown (if any)."""
-
-    model: Model
-    mode: ModelMode
-    name: str
-    client: AsyncOpenAI | None = None
 
 
 def choose_model(settings: Settings) -> ModelChoice:

@@ -30,14 +30,12 @@ from pydantic import SecretStr
 from sse_starlette import EventSourceResponse
 from starlette.background import BackgroundTask
 
-import sse_frames
 from agents_def import ModelChoice, build_town_hall_agent, choose_model, model_settings
-from app_context import AppContext
-from auth import AuthMiddleware, KeyRing, Principal
-from chatkit_api import chatkit_request_schema, chatkit_router
-from chatkit_server import TownHallChatKitServer
-from chatkit_store import CHATKIT_SCHEMA, ChatKitStore
-from errors import (
+from tools import TOWN_HALL_TOOLS
+from townhall.context import AppContext
+from townhall.db.postgres import PostgresDatabase
+from townhall.db.sqlite import SQLiteFile
+from townhall.errors import (
     AdminOnlyError,
     AppError,
     DeadLetterNotFoundError,
@@ -45,15 +43,11 @@ from errors import (
     error_body,
     install_error_handlers,
 )
-from filing import RecordDesk
-from logs import configure_logging, current_request, mask_url, silence_uvicorn_access_log
-from middleware import BodyLimitMiddleware, RequestLogMiddleware
-from outbox import Outbox
-from postgres_db import PostgresDatabase
-from rate_limit import MemoryRateLimiter, RateLimiter, RedisRateLimiter, enforce
-from record_store import RecordStore, choose_store
-from requests_context import principal, rate_identity, session_key, session_label
-from schemas import (
+from townhall.http.auth import AuthMiddleware, KeyRing, Principal
+from townhall.http.caller import principal, rate_identity, session_key, session_label
+from townhall.http.middleware import BodyLimitMiddleware, RequestLogMiddleware
+from townhall.http.rate_limit import MemoryRateLimiter, RateLimiter, RedisRateLimiter, enforce
+from townhall.http.schemas import (
     SESSION_ID_PATTERN,
     ChatReply,
     ChatRequest,
@@ -70,14 +64,21 @@ from schemas import (
     SessionList,
     ToolCall,
 )
-from session_store import SessionMeta, SessionStore, TurnLease, choose_session_store
-from sessions import Clock, SessionRegistry, history_messages
-from settings import Settings, SettingsError, sqlite_path
-from shutdown import Drain
-from sqlite_file import SQLiteFile
-from sse_frames import Frame, NamedEvent, SSEResponse, TextDelta
-from tools import TOWN_HALL_TOOLS
-from turns import SERVER_RESTARTING, TurnRunner, quiet_model_attempts
+from townhall.logs import configure_logging, current_request, mask_url, silence_uvicorn_access_log
+from townhall.protocols import sse as sse_frames
+from townhall.protocols.chatkit.routes import chatkit_request_schema, chatkit_router
+from townhall.protocols.chatkit.server import TownHallChatKitServer
+from townhall.protocols.chatkit.store import CHATKIT_SCHEMA, ChatKitStore
+from townhall.protocols.sse import Frame, NamedEvent, SSEResponse, TextDelta
+from townhall.records.filing import RecordDesk
+from townhall.records.outbox import Outbox
+from townhall.records.store import RecordStore, choose_store
+from townhall.sessions.factory import choose_session_store
+from townhall.sessions.registry import Clock, SessionRegistry, history_messages
+from townhall.sessions.store import SessionMeta, SessionStore, TurnLease
+from townhall.settings import Settings, SettingsError, sqlite_path
+from townhall.turns.drain import Drain
+from townhall.turns.runner import SERVER_RESTARTING, TurnRunner, quiet_model_attempts
 
 logger = logging.getLogger(__name__)
 

@@ -11,16 +11,17 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from agents import RunContextWrapper, Tool, function_tool
 from agents.exceptions import ModelBehaviorError
 from agents.function_schema import function_schema
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import Field, ValidationError
 
-from app_context import AppContext
-from filing import Filing, RecordsUnavailableError
-from records import Feedback, Incident, IncidentCategory, Record, Sentiment
+from townhall.context import AppContext
+from townhall.records.filing import Filing, RecordsUnavailableError
+from townhall.records.model import Feedback, Incident, IncidentCategory, Record, Sentiment
+from townhall.records.receipts import FilingReceipt, StatusAnswer
 
 logger = logging.getLogger(__name__)
 
@@ -36,31 +37,6 @@ FEEDBACK_NEXT_STEPS = (
 ShortText = Annotated[str, Field(min_length=1, max_length=200)]
 LongText = Annotated[str, Field(min_length=3, max_length=4000)]
 OptionalText = Annotated[str | None, Field(max_length=500)]
-
-
-# Tools return these as JSON text: the SDK would send a returned object as its Python repr, and
-# declaring an output_type would make the failure messages below break the run.
-class FilingReceipt(BaseModel):
-    """What a filing tool returns."""
-
-    reference: str
-    kind: Literal["incident", "feedback"]
-    status: str
-    saved: Literal["stored", "queued"]
-    duplicate: bool
-    next_steps: str
-    note: str
-
-
-class StatusAnswer(BaseModel):
-    found: bool
-    reference: str
-    kind: str | None = None
-    status: str | None = None
-    category: str | None = None
-    summary: str | None = None
-    created_at: str | None = None
-    note: str
 
 
 def tool_failure_message(ctx: RunContextWrapper[Any], error: Exception) -> str:

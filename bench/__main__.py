@@ -207,7 +207,7 @@ async def idle_session_kib(count: int = 10_000) -> dict[str, float]:
     """Memory per idle conversation (two stored messages): ours, and the SDK's SQLiteSession."""
     from agents import SQLiteSession
 
-    from sessions import SessionRegistry
+    from townhall.sessions.registry import SessionRegistry
 
     items = [
         {"role": "user", "content": "Pothole on Main Street"},

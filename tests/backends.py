@@ -20,7 +20,7 @@ from postgrest_double import PostgRESTDouble
 from support import live_server
 from tcp_proxy import CuttableProxy
 
-from record_store import (
+from townhall.records.store import (
     PostgresRecordStore,
     RecordStore,
     SQLiteRecordStore,

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from records import TABLES
+from townhall.records.model import TABLES
 
 UNIQUE_COLUMNS = ("reference", "dedupe_key")
 

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from httpx_sse import EventSource
 from openai.types.responses import ResponseTextDeltaEvent
 
-from settings import Settings
+from townhall.settings import Settings
 
 
 def make_settings(**overrides: Any) -> Settings:

@@ -12,8 +12,8 @@ from session_backends import session_settings
 from support import asgi_client, make_settings
 
 from api import create_app
-from auth import key_id
-from rate_limit import MemoryRateLimiter
+from townhall.http.auth import key_id
+from townhall.http.rate_limit import MemoryRateLimiter
 
 KEYS = {"api_keys": "key-one-secret, key-two-secret", "admin_key": "admin-secret"}
 

@@ -22,7 +22,7 @@ from starlette.routing import Route
 from support import free_port, live_server, make_settings
 
 from api import DEMO_PAGE, create_app
-from echo_model import message_events
+from townhall.turns.echo_model import message_events
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 CHROMIUM_FLAGS = [

@@ -24,7 +24,7 @@ from support import (
 )
 
 from api import create_app
-from app_context import AppContext
+from townhall.context import AppContext
 
 
 @function_tool
@@ -193,7 +193,7 @@ async def test_model_error_mid_stream_ends_with_error_then_done(
     for leak in ("sk-test-123", "Traceback", "exploded", "/srv/app.py"):
         assert leak not in body
     assert "upstream exploded" in caplog.text  # the traceback is in the log ...
-    failed = [r for r in caplog.records if r.name == "turns"]
+    failed = [r for r in caplog.records if r.name == "townhall.turns.runner"]
     assert failed and failed[0].exc_info is not None
     assert follow_up.json()["busy"] is False
 

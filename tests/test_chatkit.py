@@ -15,7 +15,7 @@ from chatkit_client import ChatKitClient, assistant_text, of_type, thread_id_fro
 from support import SlowStream, asgi_client, live_server, make_settings
 
 from api import create_app
-from chatkit_api import create_hosted_session
+from townhall.protocols.chatkit.routes import create_hosted_session
 
 POTHOLE = {
     "category": "pothole",

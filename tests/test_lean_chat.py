@@ -15,9 +15,9 @@ from openai._models import construct_type
 from openai.types.chat import ChatCompletionChunk
 from openai.types.responses import Response
 
-import lean_chat
-from lean_chat import lean_chat_events
-from stream_limits import AnswerTooLong, StreamCredit, guarded
+from townhall.turns import lean_chat
+from townhall.turns.lean_chat import lean_chat_events
+from townhall.turns.stream_limits import AnswerTooLong, StreamCredit, guarded
 
 
 def response() -> Response:
@@ -379,8 +379,8 @@ from openai import AsyncOpenAI  # noqa: E402
 from support import asgi_client, live_server, make_settings, wait_for  # noqa: E402
 
 from api import create_app  # noqa: E402
-from lean_chat import LeanChatCompletionsModel  # noqa: E402
-from stream_limits import CURRENT_CREDIT  # noqa: E402
+from townhall.turns.lean_chat import LeanChatCompletionsModel  # noqa: E402
+from townhall.turns.stream_limits import CURRENT_CREDIT  # noqa: E402
 
 
 async def test_a_reader_that_stops_stops_the_pull_and_cancel_closes_the_upstream() -> None:

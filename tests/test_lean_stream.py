@@ -12,7 +12,7 @@ from fake_openai import ResponsesStream, ToolCallStream
 from openai.types.responses import ResponseStreamEvent
 from pydantic import TypeAdapter
 
-from lean_stream import StreamDecodeError, decode_stream
+from townhall.turns.lean_responses import StreamDecodeError, decode_stream
 
 FULL = TypeAdapter[ResponseStreamEvent](ResponseStreamEvent)
 

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from support import parse_sse as parse
 
-from schemas import SESSION_ID_PATTERN, ChatRequest
-from sse_frames import DONE_FRAME, encode_event, encode_text
+from townhall.http.schemas import SESSION_ID_PATTERN, ChatRequest
+from townhall.protocols.sse import DONE_FRAME, encode_event, encode_text
 
 SESSION_ID = re.compile(SESSION_ID_PATTERN)
 

@@ -28,9 +28,9 @@ from chatkit_client import ChatKitClient, thread_id_from, user_input
 from support import asgi_client, make_settings
 
 from api import create_app
-from chatkit_server import ChatKitRequestContext
-from chatkit_store import CHATKIT_SCHEMA, ChatKitStore
-from sqlite_file import SQLiteFile
+from townhall.db.sqlite import SQLiteFile
+from townhall.protocols.chatkit.server import ChatKitRequestContext
+from townhall.protocols.chatkit.store import CHATKIT_SCHEMA, ChatKitStore
 
 KEYS = {"api_keys": "key-a-secret,key-b-secret", "admin_key": "admin-secret"}
 A = {"Authorization": "Bearer key-a-secret"}

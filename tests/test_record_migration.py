@@ -11,10 +11,10 @@ from pathlib import Path
 import asyncpg
 from backends import pg_schema
 
-from filing import RecordDesk
-from outbox import Outbox
-from record_store import SCHEMA_SQL, PostgresRecordStore, RecordStore, SQLiteRecordStore
-from records import Viewer
+from townhall.records.filing import RecordDesk
+from townhall.records.model import Viewer
+from townhall.records.outbox import Outbox
+from townhall.records.store import SCHEMA_SQL, PostgresRecordStore, RecordStore, SQLiteRecordStore
 
 # The tables as the first release made them (no owner, no conversation_id).
 OLD_INCIDENTS = """

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from backends import BACKENDS, SERVICE_KEY, Backend, backend
 
-from filing import RecordDesk
-from outbox import Outbox
-from record_store import RecordStore, ReferenceTakenError, SQLiteRecordStore
-from records import Feedback, Filer, Incident
+from townhall.records.filing import RecordDesk
+from townhall.records.model import Feedback, Filer, Incident
+from townhall.records.outbox import Outbox
+from townhall.records.store import RecordStore, ReferenceTakenError, SQLiteRecordStore
 
 
 @pytest.fixture(params=BACKENDS)
@@ -146,7 +146,7 @@ async def test_supabase_client_sends_what_postgrest_expects(tmp_path: Path) -> N
 
 
 async def test_supabase_with_a_wrong_key_fails_loudly(tmp_path: Path) -> None:
-    from record_store import SupabaseRecordStore
+    from townhall.records.store import SupabaseRecordStore
 
     async with backend("supabase", tmp_path) as chosen:
         good = chosen.make_store()

@@ -23,8 +23,8 @@ from support import (
 )
 
 from api import create_app
-from record_store import SQLiteRecordStore
-from records import Filer
+from townhall.records.model import Filer
+from townhall.records.store import SQLiteRecordStore
 
 POTHOLE_ARGS = {
     "category": "pothole",
@@ -293,7 +293,7 @@ async def test_root_and_health_report_the_record_store() -> None:
 async def test_parallel_identical_filings_write_one_row() -> None:
     app = create_app(make_settings(), model=ScriptedModel([]))
     async with asgi_client(app):
-        from records import Incident
+        from townhall.records.model import Incident
 
         desk = app.state.services.desk
         filer = Filer("anonymous", "conv_p1", "p1")

@@ -13,7 +13,7 @@ from fake_openai import FakeOpenAI
 from processes import clean_env, server_processes
 from support import live_server
 
-from logs import mask_url
+from townhall.logs import mask_url
 
 API_KEY_A, API_KEY_B = "townhall-key-a-7f3k9q", "townhall-key-b-2m8x4w"
 ADMIN_KEY = "townhall-admin-5r1t6y"

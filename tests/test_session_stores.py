@@ -11,13 +11,14 @@ import pytest
 from session_backends import SESSION_BACKENDS, session_settings
 from support import make_settings
 
-from errors import (
+from townhall.errors import (
     SessionBusyError,
     SessionCapacityError,
     SessionNotFoundError,
 )
-from session_store import SessionStore, choose_session_store
-from sessions import SessionRegistry
+from townhall.sessions.factory import choose_session_store
+from townhall.sessions.registry import SessionRegistry
+from townhall.sessions.store import SessionStore
 
 
 @pytest.fixture(params=SESSION_BACKENDS)

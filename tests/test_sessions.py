@@ -6,8 +6,8 @@ import pytest
 from support import asgi_client, make_settings
 
 from api import create_app
-from errors import SessionBusyError, SessionCapacityError, SessionNotFoundError
-from sessions import MemorySession, SessionRegistry, drop_unanswered_tool_calls
+from townhall.errors import SessionBusyError, SessionCapacityError, SessionNotFoundError
+from townhall.sessions.registry import MemorySession, SessionRegistry, drop_unanswered_tool_calls
 
 
 class FakeClock:

@@ -10,8 +10,8 @@ import pytest
 from processes import PROJECT, clean_env
 
 from agents_def import choose_model
-from echo_model import EchoModel
-from settings import Settings, SettingsError
+from townhall.settings import Settings, SettingsError
+from townhall.turns.echo_model import EchoModel
 
 
 def test_defaults_are_echo_mode_with_local_cors() -> None:

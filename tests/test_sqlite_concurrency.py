@@ -7,9 +7,9 @@ import multiprocessing
 import sqlite3
 from pathlib import Path
 
-from outbox import OUTBOX_SCHEMA
-from record_store import SQLITE_ADDED_COLUMNS, SQLITE_SCHEMA
-from sqlite_file import SQLiteFile
+from townhall.db.sqlite import SQLiteFile
+from townhall.records.outbox import OUTBOX_SCHEMA
+from townhall.records.store import SQLITE_ADDED_COLUMNS, SQLITE_SCHEMA
 
 WORKERS = 4
 ROUNDS = 10

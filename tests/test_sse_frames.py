@@ -7,7 +7,7 @@ import json
 import pytest
 from support import parse_sse as parse
 
-from sse_frames import (
+from townhall.protocols.sse import (
     DONE_FRAME,
     PIECE_CHARS,
     NamedEvent,

@@ -28,7 +28,7 @@ from typing import Any
 
 from sse_starlette.sse import AppStatus
 
-from errors import ShuttingDownError
+from townhall.errors import ShuttingDownError
 
 logger = logging.getLogger(__name__)
 

@@ -19,16 +19,16 @@ from agents.extensions.memory.redis_session import RedisSession
 from agents.items import TResponseInputItem
 from redis.asyncio import Redis
 
-from errors import SessionBusyError, SessionCapacityError, SessionNotFoundError
-from session_store import (
+from townhall.errors import SessionBusyError, SessionCapacityError, SessionNotFoundError
+from townhall.sessions.registry import new_conversation_id
+from townhall.sessions.store import (
     LockRenewals,
     RepairedHistory,
     SessionMeta,
     TurnLease,
     check_owner,
 )
-from sessions import new_conversation_id
-from settings import Settings
+from townhall.settings import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from records import RECORD_TYPES, Record
-from sqlite_file import SQLiteFile
+from townhall.db.sqlite import SQLiteFile
+from townhall.records.model import RECORD_TYPES, Record
 
 OUTBOX_SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (

@@ -69,8 +69,8 @@ from openai.types.responses import (
 )
 from pydantic import ValidationError
 
-from sse_decode import MAX_EVENT_BYTES, EventSplitter, StreamDecodeError, data_of
-from stream_limits import CURRENT_CREDIT, MAX_ANSWER_CHARS, guarded
+from townhall.turns.sse_decode import MAX_EVENT_BYTES, EventSplitter, StreamDecodeError, data_of
+from townhall.turns.stream_limits import CURRENT_CREDIT, MAX_ANSWER_CHARS, guarded
 
 logger = logging.getLogger(__name__)
 

@@ -16,10 +16,10 @@ import logging
 from pathlib import Path
 from typing import Any, Protocol
 
-from postgres_db import PostgresDatabase
-from records import RECORD_TYPES, Record, record_from_row, record_type_for
-from settings import Settings, sqlite_path
-from sqlite_file import SQLiteFile
+from townhall.db.postgres import PostgresDatabase
+from townhall.db.sqlite import SQLiteFile
+from townhall.records.model import RECORD_TYPES, Record, record_from_row, record_type_for
+from townhall.settings import Settings, sqlite_path
 
 logger = logging.getLogger(__name__)
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from filing import RecordDesk
-from records import Filer, Viewer
+from townhall.records.filing import RecordDesk
+from townhall.records.model import Filer, Viewer
 
 if TYPE_CHECKING:
-    from tools import FilingReceipt
+    from townhall.records.receipts import FilingReceipt
 
 
 class ToolActivity(Protocol):

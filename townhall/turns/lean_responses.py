@@ -20,8 +20,8 @@ from openai._models import construct_type
 from openai.types.responses import ResponseStreamEvent, ResponseTextDeltaEvent
 from pydantic import BaseModel
 
-from sse_decode import MAX_EVENT_BYTES, EventSplitter, StreamDecodeError, data_of
-from stream_limits import CURRENT_CREDIT, MAX_ANSWER_CHARS, guarded
+from townhall.turns.sse_decode import MAX_EVENT_BYTES, EventSplitter, StreamDecodeError, data_of
+from townhall.turns.stream_limits import CURRENT_CREDIT, MAX_ANSWER_CHARS, guarded
 
 _TEXT_DELTA = "response.output_text.delta"
 

@@ -23,9 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from outbox import DeadLetter, Outbox
-from record_store import RecordStore, ReferenceTakenError
-from records import Record, Viewer, Visibility, new_reference, visibility
+from townhall.records.model import Record, Viewer, Visibility, new_reference, visibility
+from townhall.records.outbox import DeadLetter, Outbox
+from townhall.records.store import RecordStore, ReferenceTakenError
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from typing import Any
 from agents.items import TResponseInputItem
 from agents.memory import SessionSettings
 
-from errors import SessionBusyError, SessionCapacityError, SessionNotFoundError
+from townhall.errors import SessionBusyError, SessionCapacityError, SessionNotFoundError
 
 Clock = Callable[[], float]
 

@@ -16,8 +16,8 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from errors import PayloadTooLargeError, error_body
-from logs import RequestTags, current_request, mask_query
+from townhall.errors import PayloadTooLargeError, error_body
+from townhall.logs import RequestTags, current_request, mask_query
 
 logger = logging.getLogger("townhall.access")
 

@@ -34,26 +34,26 @@ from fastapi.responses import Response, StreamingResponse
 from openai import AsyncOpenAI, OpenAIError
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
-from auth import Principal
-from chatkit_server import (
-    CHATKIT_REQUEST,
-    ChatKitRequestContext,
-    TownHallChatKitServer,
-    thread_id_of,
-)
-from chatkit_store import AttachmentsUnsupportedError
-from errors import (
+from townhall.errors import (
     ChatKitItemNotFoundError,
     ChatKitRequestError,
     HostedChatKitUnavailableError,
     ThreadNotFoundError,
     UpstreamError,
 )
-from logs import current_request
-from rate_limit import RateLimiter, enforce
-from requests_context import principal, rate_identity
-from schemas import ErrorBody
-from settings import Settings
+from townhall.http.auth import Principal
+from townhall.http.caller import principal, rate_identity
+from townhall.http.rate_limit import RateLimiter, enforce
+from townhall.http.schemas import ErrorBody
+from townhall.logs import current_request
+from townhall.protocols.chatkit.server import (
+    CHATKIT_REQUEST,
+    ChatKitRequestContext,
+    TownHallChatKitServer,
+    thread_id_of,
+)
+from townhall.protocols.chatkit.store import AttachmentsUnsupportedError
+from townhall.settings import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from errors import error_body
+from townhall.errors import error_body
 
 OPEN_PATHS = frozenset({"/", "/health", "/demo", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
 

@@ -28,13 +28,13 @@ from agents import (
 from agents.exceptions import ModelTimeoutError
 from pydantic_core import to_jsonable_python
 
-import sse_frames
-from app_context import AppContext
-from errors import outage_errors
-from session_store import TurnLease
-from sse_decode import StreamDecodeError
-from sse_frames import Frame, NamedEvent, TextDelta
-from stream_limits import CURRENT_CREDIT, AnswerTooLong, ClientStalled, StreamCredit
+from townhall.context import AppContext
+from townhall.errors import outage_errors
+from townhall.protocols import sse as sse_frames
+from townhall.protocols.sse import Frame, NamedEvent, TextDelta
+from townhall.sessions.store import TurnLease
+from townhall.turns.sse_decode import StreamDecodeError
+from townhall.turns.stream_limits import CURRENT_CREDIT, AnswerTooLong, ClientStalled, StreamCredit
 
 logger = logging.getLogger(__name__)
 

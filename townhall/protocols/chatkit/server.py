@@ -40,13 +40,13 @@ from chatkit.widgets import (
 from openai.types.responses import EasyInputMessageParam
 from pydantic import TypeAdapter
 
-from app_context import AppContext
-from chatkit_store import ChatKitStore
-from errors import ThreadBusyError
-from filing import RecordDesk
-from shutdown import Drain
-from tools import FilingReceipt
-from turns import MAX_AGENT_TURNS, SERVER_RESTARTING, TurnRunner
+from townhall.context import AppContext
+from townhall.errors import ThreadBusyError
+from townhall.protocols.chatkit.store import ChatKitStore
+from townhall.records.filing import RecordDesk
+from townhall.records.receipts import FilingReceipt
+from townhall.turns.drain import Drain
+from townhall.turns.runner import MAX_AGENT_TURNS, SERVER_RESTARTING, TurnRunner
 
 logger = logging.getLogger(__name__)
 

@@ -19,16 +19,16 @@ from agents.items import TResponseInputItem
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from errors import SessionBusyError, SessionCapacityError, SessionNotFoundError
-from session_store import (
+from townhall.errors import SessionBusyError, SessionCapacityError, SessionNotFoundError
+from townhall.sessions.registry import new_conversation_id
+from townhall.sessions.store import (
     LockRenewals,
     RepairedHistory,
     SessionMeta,
     TurnLease,
     check_owner,
 )
-from sessions import new_conversation_id
-from settings import Settings, sqlite_path
+from townhall.settings import Settings, sqlite_path
 
 logger = logging.getLogger(__name__)
 

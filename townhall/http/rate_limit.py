@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from errors import RateLimitedError
+from townhall.errors import RateLimitedError
 
 WINDOW_SECONDS = 60
 

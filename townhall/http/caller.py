@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi import Request
 
-from auth import OPEN, Principal
+from townhall.http.auth import OPEN, Principal
 
 
 def principal(request: Request) -> Principal:
