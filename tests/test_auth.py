@@ -13,7 +13,7 @@ from support import asgi_client, make_settings
 
 from api import create_app
 from townhall.http.auth import key_id
-from townhall.http.rate_limit import MemoryRateLimiter
+from townhall.turns.rate_limit import MemoryRateLimiter
 
 KEYS = {"api_keys": "key-one-secret, key-two-secret", "admin_key": "admin-secret"}
 

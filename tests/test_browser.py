@@ -21,7 +21,8 @@ from starlette.responses import FileResponse
 from starlette.routing import Route
 from support import free_port, live_server, make_settings
 
-from api import DEMO_PAGE, create_app
+from api import create_app
+from townhall.http.routes.info import DEMO_PAGE
 from townhall.turns.echo_model import message_events
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"

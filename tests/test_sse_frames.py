@@ -10,12 +10,12 @@ from support import parse_sse as parse
 from townhall.protocols.sse import (
     DONE_FRAME,
     PIECE_CHARS,
-    NamedEvent,
     encode,
     encode_event,
     encode_pieces,
     encode_text,
 )
+from townhall.turns.events import Failed, Finished
 
 
 @pytest.mark.parametrize(
@@ -45,19 +45,29 @@ def test_named_event_is_compact_json_on_one_line() -> None:
     assert parse(DONE_FRAME) == [("message", "[DONE]")]
 
 
-def test_a_long_reply_is_encoded_in_pieces_that_join_to_the_same_bytes() -> None:
+@pytest.mark.parametrize("kind", ["done", "error"])
+def test_a_long_reply_is_encoded_in_pieces_that_join_to_the_same_bytes(kind: str) -> None:
     # Every kind of character json escapes or keeps, cut wherever the slices fall.
-    reply = ('say "hi" \\ tab\t nl\n ctrl\x01 é ✓ 😀 ' * (3 * PIECE_CHARS // 30))[
+    text = ('say "hi" \\ tab\t nl\n ctrl\x01 é ✓ 😀 ' * (3 * PIECE_CHARS // 30))[
         : 3 * PIECE_CHARS + 7
     ]
-    data = {"reply": reply, "usage": {"requests": 1}, "note": "x" * (PIECE_CHARS + 1)}
-    pieces = list(encode_pieces(NamedEvent("done", data)))
+    event = (
+        Finished(reply=text, usage={"requests": 1})
+        if kind == "done"
+        else Failed(code="x" * (PIECE_CHARS + 1), message=text)
+    )
+    data = (
+        {"reply": text, "usage": {"requests": 1}}
+        if kind == "done"
+        else {"code": "x" * (PIECE_CHARS + 1), "message": text}
+    )
+    pieces = list(encode_pieces(event))
     compact = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-    assert b"".join(pieces) == f"event: done\ndata: {compact}\n\n".encode()
-    assert encode(NamedEvent("done", data)) == encode_event("done", data)
+    assert b"".join(pieces) == f"event: {kind}\ndata: {compact}\n\n".encode()
+    assert encode(event) == encode_event(kind, data)
     assert len(pieces) > 5  # cut, not one block
     assert max(len(piece) for piece in pieces) < 4 * PIECE_CHARS + 100
-    assert parse(b"".join(pieces)) == [("done", compact)]
+    assert parse(b"".join(pieces)) == [(kind, compact)]
 
 
 def test_a_lone_surrogate_from_the_model_does_not_end_the_stream() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
@@ -153,3 +154,8 @@ class DeadLetterList(BaseModel):
 class DeadLetterRetried(BaseModel):
     reference: str
     queued: bool = Field(description="Back in the outbox; the background sync tries it now.")
+
+
+def iso_time(timestamp: float) -> str:
+    """A Unix time as the ISO 8601 text the responses carry (UTC, whole seconds)."""
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")

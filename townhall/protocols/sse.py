@@ -1,4 +1,4 @@
-"""The wire format of /chat: a small, named vocabulary of Server-Sent Events.
+"""The native protocol of /chat: a turn's events as a small, named vocabulary of SSE.
 
 - Text deltas are plain `data:` events with no event name, one `data:` line per line of text.
 - Named events carry compact JSON: `session`, `tool_call`, `tool_result`, `agent`, `error`, `done`.
@@ -9,45 +9,27 @@ Lines end with a bare LF, so `curl -N` output reads cleanly.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator
+from contextlib import aclosing
+from dataclasses import fields
 from json.encoder import encode_basestring  # what json.dumps uses with ensure_ascii=False
 from typing import Any
 
 from sse_starlette import EventSourceResponse
 from starlette.types import Message, Send
 
+from townhall.turns.events import TextDelta, TurnEvent
+from townhall.turns.pipeline import OpenTurn
+
 DONE_SENTINEL = "[DONE]"
 DONE_FRAME = b"data: [DONE]\n\n"
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
-# Named events, in the order a client meets them.
+# Sent first, by this adapter (not a turn event): the conversation the stream belongs to.
 SESSION = "session"
-TOOL_CALL = "tool_call"
-TOOL_RESULT = "tool_result"
-AGENT = "agent"
-ERROR = "error"
-DONE = "done"
-
-
-@dataclass(frozen=True, slots=True)
-class TextDelta:
-    """A piece of the assistant's reply, as it arrives."""
-
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class NamedEvent:
-    """One of the named events above, with its JSON payload."""
-
-    name: str
-    data: dict[str, Any]
-
-
-Frame = TextDelta | NamedEvent
 
 
 def encode_text(text: str) -> bytes:
@@ -80,18 +62,24 @@ def encode_event(name: str, data: dict[str, Any]) -> bytes:
 PIECE_CHARS = 256 * 1024
 
 
-def encode_pieces(frame: Frame) -> Iterator[bytes]:
-    """The frame's bytes, in pieces of bounded work; joined, they are what encode() returns."""
-    if isinstance(frame, TextDelta):
-        yield encode_text(frame.text)
+def payload(event: TurnEvent) -> dict[str, Any]:
+    """A named event's JSON data: its fields, in their order."""
+    return {field.name: getattr(event, field.name) for field in fields(event)}
+
+
+def encode_pieces(event: TurnEvent) -> Iterator[bytes]:
+    """The event's bytes, in pieces of bounded work; joined, they are what encode() returns."""
+    if isinstance(event, TextDelta):
+        yield encode_text(event.text)
         return
-    if not any(isinstance(v, str) and len(v) > PIECE_CHARS for v in frame.data.values()):
-        yield encode_event(frame.name, frame.data)
+    data = payload(event)
+    if not any(isinstance(v, str) and len(v) > PIECE_CHARS for v in data.values()):
+        yield encode_event(event.wire, data)
         return
     # The JSON object written member by member: the same bytes json.dumps gives (compact
     # separators, insertion order), with the long strings cut into slices.
-    opening = f"event: {frame.name}\ndata: {{"
-    for index, (key, value) in enumerate(frame.data.items()):
+    opening = f"event: {event.wire}\ndata: {{"
+    for index, (key, value) in enumerate(data.items()):
         member = f"{',' if index else ''}{_json(key)}:"
         if not (isinstance(value, str) and len(value) > PIECE_CHARS):
             yield (opening + member + _json(value)).encode(errors="replace")
@@ -106,8 +94,8 @@ def encode_pieces(frame: Frame) -> Iterator[bytes]:
     yield b"}\n\n"
 
 
-def encode(frame: Frame) -> bytes:
-    return b"".join(encode_pieces(frame))
+def encode(event: TurnEvent) -> bytes:
+    return b"".join(encode_pieces(event))
 
 
 class SSEResponse(EventSourceResponse):
@@ -119,3 +107,33 @@ class SSEResponse(EventSourceResponse):
             await send(message)
         else:
             await super()._send_with_timeout(send, message)
+
+
+# Bytes written between two turns of the event loop. Once the client has gone, uvicorn's send
+# returns at once and sends nothing, and with a fast model nothing else makes this task wait: the
+# turn would run to its end (pulling the whole answer) before sse-starlette's disconnect watcher
+# gets to cancel it. A long frame is also let out in pieces with other requests in between.
+YIELD_EVERY_BYTES = 64 * 1024
+
+
+async def sse_body(turn: OpenTurn) -> AsyncIterator[bytes]:
+    """The turn as /chat's event stream: `session`, its events, then `data: [DONE]`."""
+    # aclosing: when this body is cancelled or closed (the client left) while the turn waits
+    # at a yield, the turn's generator must be closed too, so its run is cancelled now; left to
+    # the garbage collector, the model would wait for a reader that is gone.
+    try:
+        yield encode_event(SESSION, {"session_id": turn.session_id})
+        unyielded = 0
+        async with aclosing(turn.events):
+            async for event in turn.events:
+                turn.observe(event)
+                for chunk in encode_pieces(event):
+                    if chunk:
+                        yield chunk
+                    unyielded += len(chunk)
+                    if unyielded >= YIELD_EVERY_BYTES:
+                        unyielded = 0
+                        await asyncio.sleep(0)
+        yield DONE_FRAME
+    finally:
+        await turn.release()

@@ -1,8 +1,8 @@
-"""One turn of a conversation: run the agent on a message and turn SDK events into frames.
+"""One turn of a conversation: run the agent on a message and turn SDK events into ours.
 
-This is the only place that knows the Agents SDK's stream events; the HTTP layer sees frames
-(sse_frames.Frame) and nothing else. Failures become an `error` frame whose message is fit for a
-resident; the traceback goes to the log with the session id.
+This is the only place that knows the Agents SDK's stream events; everything after it sees the
+typed events of events.py and nothing else. A failure becomes a `Failed` event whose message is
+fit for a resident; the traceback (for the unexpected) goes to the log with the session id.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx2
@@ -30,9 +29,16 @@ from pydantic_core import to_jsonable_python
 
 from townhall.context import AppContext
 from townhall.errors import outage_errors
-from townhall.protocols import sse as sse_frames
-from townhall.protocols.sse import Frame, NamedEvent, TextDelta
 from townhall.sessions.store import TurnLease
+from townhall.turns.events import (
+    AgentChanged,
+    Failed,
+    Finished,
+    TextDelta,
+    ToolCall,
+    ToolResult,
+    TurnEvent,
+)
 from townhall.turns.sse_decode import StreamDecodeError
 from townhall.turns.stream_limits import CURRENT_CREDIT, AnswerTooLong, ClientStalled, StreamCredit
 
@@ -46,30 +52,24 @@ STREAM_READ_AHEAD_CHARS = 64_000
 CLIENT_STALL_SECONDS = 120.0
 
 
-@dataclass(frozen=True)
-class TurnFailure:
-    code: str
-    message: str
-
-
-CANCELLED = TurnFailure("cancelled", "This conversation was closed while the answer was running.")
-SERVER_RESTARTING = TurnFailure(
+CANCELLED = Failed("cancelled", "This conversation was closed while the answer was running.")
+SERVER_RESTARTING = Failed(
     "server_restarting",
     "The server restarted before the answer finished. Please send your message again.",
 )
 
 
-def describe_failure(error: BaseException) -> TurnFailure:
+def describe_failure(error: BaseException) -> Failed:
     """What to tell the resident about a failed turn (never the exception text itself)."""
     if isinstance(error, AnswerTooLong):
-        return TurnFailure(
+        return Failed(
             "answer_too_long",
             "That answer grew too long to send. Please ask for something shorter.",
         )
     if isinstance(error, ClientStalled):
-        return TurnFailure("client_stalled", "The connection stopped reading the answer.")
+        return Failed("client_stalled", "The connection stopped reading the answer.")
     if isinstance(error, openai.RateLimitError):
-        return TurnFailure(
+        return Failed(
             "model_rate_limited", "The assistant is very busy right now. Please try again shortly."
         )
     # httpx2 errors reach us unwrapped when a stream breaks after it started (lean_stream reads
@@ -77,26 +77,22 @@ def describe_failure(error: BaseException) -> TurnFailure:
     if isinstance(
         error, openai.APITimeoutError | ModelTimeoutError | TimeoutError | httpx2.TimeoutException
     ):
-        return TurnFailure(
-            "model_timeout", "The assistant took too long to answer. Please try again."
-        )
+        return Failed("model_timeout", "The assistant took too long to answer. Please try again.")
     if isinstance(
         error, openai.APIConnectionError | openai.InternalServerError | httpx2.TransportError
     ):
-        return TurnFailure(
+        return Failed(
             "model_unavailable", "The assistant is unavailable right now. Please try again soon."
         )
     if isinstance(error, MaxTurnsExceeded):
-        return TurnFailure(
+        return Failed(
             "max_turns", "That request needed too many steps. Please try again more simply."
         )
     if isinstance(error, outage_errors()):  # the conversation's store went away mid-turn
-        return TurnFailure(
+        return Failed(
             "service_unavailable", "The service is having trouble right now. Please try again."
         )
-    return TurnFailure(
-        "model_error", "Sorry, something went wrong while answering. Please try again."
-    )
+    return Failed("model_error", "Sorry, something went wrong while answering. Please try again.")
 
 
 # Faults of the world outside, which the resident's message already explains: the upstream
@@ -116,7 +112,7 @@ _EXPECTED_FAULTS = (
 )
 
 
-def _log_failure(failure: TurnFailure, error: Exception) -> None:
+def _log_failure(failure: Failed, error: Exception) -> None:
     if isinstance(error, _EXPECTED_FAULTS + outage_errors()):
         status = getattr(error, "status_code", None)
         logger.warning(
@@ -180,7 +176,7 @@ class TurnRunner:
 
     async def stream(
         self, lease: TurnLease, message: str, context: AppContext
-    ) -> AsyncGenerator[Frame, None]:
+    ) -> AsyncGenerator[TurnEvent, None]:
         """Frames for one turn: text, tool calls and results, then `done` or `error`.
 
         The caller owns the lease; if the caller stops iterating (the client went away) the run
@@ -223,21 +219,21 @@ class TurnRunner:
                 if isinstance(event, AgentUpdatedStreamEvent):
                     agents_seen += 1
                     if agents_seen > 1:  # the first one is the starting agent, not a handoff
-                        yield NamedEvent(sse_frames.AGENT, {"name": event.new_agent.name})
+                        yield AgentChanged(event.new_agent.name)
                     continue
                 try:
-                    frame = _frame_for(event)
-                    if frame is not None:
-                        if isinstance(frame, TextDelta):
-                            partial.append(frame.text)
-                        yield frame  # returns once the SSE writer has sent it
+                    ours = _event_for(event)
+                    if ours is not None:
+                        if isinstance(ours, TextDelta):
+                            partial.append(ours.text)
+                        yield ours  # returns once the protocol's writer has sent it
                 finally:
                     if credit is not None and isinstance(event, RawResponsesStreamEvent):
                         credit.release(event.data)
         except Exception as error:
             failure = describe_failure(error)
             _log_failure(failure, error)
-            yield NamedEvent(sse_frames.ERROR, {"code": failure.code, "message": failure.message})
+            yield failure
             return
         finally:
             if not result.is_complete:
@@ -247,9 +243,9 @@ class TurnRunner:
             if lease.stop_reason == SERVER_RESTARTING.code:
                 failure = SERVER_RESTARTING
                 await _save_partial(lease, "".join(partial))
-            yield NamedEvent(sse_frames.ERROR, {"code": failure.code, "message": failure.message})
+            yield failure
             return
-        yield NamedEvent(sse_frames.DONE, _done_payload(result.final_output, result))
+        yield _finished(result.final_output, result)
 
 
 async def _save_partial(lease: TurnLease, text: str) -> None:
@@ -264,7 +260,7 @@ async def _save_partial(lease: TurnLease, text: str) -> None:
         logger.exception("could not save the interrupted reply")
 
 
-def _frame_for(event: Any) -> Frame | None:
+def _event_for(event: Any) -> TurnEvent | None:
     if isinstance(event, RawResponsesStreamEvent):
         if event.data.type == "response.output_text.delta":
             return TextDelta(event.data.delta)
@@ -273,23 +269,14 @@ def _frame_for(event: Any) -> Frame | None:
         return None
     if event.name == "tool_called":
         raw = event.item.raw_item
-        return NamedEvent(
-            sse_frames.TOOL_CALL,
-            {
-                "name": getattr(raw, "name", None) or _get(raw, "name"),
-                "arguments": _parse_arguments(
-                    getattr(raw, "arguments", None) or _get(raw, "arguments")
-                ),
-                "call_id": getattr(event.item, "call_id", None),
-            },
+        return ToolCall(
+            name=getattr(raw, "name", None) or _get(raw, "name"),
+            arguments=_parse_arguments(getattr(raw, "arguments", None) or _get(raw, "arguments")),
+            call_id=getattr(event.item, "call_id", None),
         )
     if event.name == "tool_output":
-        return NamedEvent(
-            sse_frames.TOOL_RESULT,
-            {
-                "call_id": getattr(event.item, "call_id", None),
-                "output": _tool_output(event.item.output),
-            },
+        return ToolResult(
+            call_id=getattr(event.item, "call_id", None), output=_tool_output(event.item.output)
         )
     return None
 
@@ -324,14 +311,14 @@ def _jsonable(value: Any) -> Any:
         return str(value)
 
 
-def _done_payload(final_output: Any, result: Any) -> dict[str, Any]:
+def _finished(final_output: Any, result: Any) -> Finished:
     usage = result.context_wrapper.usage
-    return {
-        "reply": final_output if isinstance(final_output, str) else _jsonable(final_output),
-        "usage": {
+    return Finished(
+        reply=final_output if isinstance(final_output, str) else _jsonable(final_output),
+        usage={
             "requests": usage.requests,
             "input_tokens": usage.input_tokens,
             "output_tokens": usage.output_tokens,
             "total_tokens": usage.total_tokens,
         },
-    }
+    )

@@ -43,7 +43,6 @@ from townhall.errors import (
 )
 from townhall.http.auth import Principal
 from townhall.http.caller import principal, rate_identity
-from townhall.http.rate_limit import RateLimiter, enforce
 from townhall.http.schemas import ErrorBody
 from townhall.logs import current_request
 from townhall.protocols.chatkit.server import (
@@ -54,6 +53,7 @@ from townhall.protocols.chatkit.server import (
 )
 from townhall.protocols.chatkit.store import AttachmentsUnsupportedError
 from townhall.settings import Settings
+from townhall.turns.rate_limit import RateLimiter, enforce
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,77 @@
+"""Admin-key routes: the dead letters an operator must look at."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter
+from fastapi import Path as PathParam
+
+from townhall.errors import AdminOnlyError, DeadLetterNotFoundError
+from townhall.http.auth import Principal
+from townhall.http.schemas import (
+    DeadLetterInfo,
+    DeadLetterList,
+    DeadLetterRetried,
+    ErrorBody,
+    iso_time,
+)
+from townhall.http.services import CallerDep, ServicesDep
+
+
+def router() -> APIRouter:
+    routes = APIRouter(tags=["admin"])
+    routes.add_api_route(
+        "/admin/dead-letters",
+        list_dead_letters,
+        methods=["GET"],
+        response_model=DeadLetterList,
+        responses={403: {"model": ErrorBody}},
+    )
+    routes.add_api_route(
+        "/admin/dead-letters/{reference}/retry",
+        retry_dead_letter,
+        methods=["POST"],
+        status_code=202,
+        response_model=DeadLetterRetried,
+        responses={403: {"model": ErrorBody}, 404: {"model": ErrorBody}},
+    )
+    return routes
+
+
+def _require_admin(caller: Principal) -> None:
+    # The admin key itself: a server without keys has no admin (dead letters hold personal data).
+    if not caller.admin_key:
+        raise AdminOnlyError()
+
+
+async def list_dead_letters(services: ServicesDep, caller: CallerDep) -> DeadLetterList:
+    """Records the store refused for good (invalid data, a constraint), set aside after a few
+    attempts. Admin key only."""
+    _require_admin(caller)
+    letters = [
+        DeadLetterInfo(
+            reference=letter.record.reference,
+            kind=letter.record.kind,
+            attempts=letter.attempts,
+            last_error=letter.last_error,
+            queued_at=iso_time(letter.queued_at),
+            dead_at=iso_time(letter.dead_at),
+            record=letter.record.row(),
+        )
+        for letter in await services.desk.dead_letters()
+    ]
+    return DeadLetterList(dead_letters=letters, count=len(letters))
+
+
+async def retry_dead_letter(
+    reference: Annotated[str, PathParam(pattern=r"^[A-Z]{2,3}-[0-9A-Z]{6}$")],
+    services: ServicesDep,
+    caller: CallerDep,
+) -> DeadLetterRetried:
+    """Queue a dead letter again once its cause is fixed; the background sync tries it at once
+    (and sets it aside again if the store still refuses it). Admin key only."""
+    _require_admin(caller)
+    if not await services.desk.retry_dead_letter(reference):
+        raise DeadLetterNotFoundError(reference)
+    return DeadLetterRetried(reference=reference, queued=True)

@@ -1,0 +1,132 @@
+"""Everything the routes use, built once per app, and the dependencies that hand it over."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from agents import Agent
+from fastapi import Depends, Request
+from pydantic import SecretStr
+
+from townhall.context import AppContext
+from townhall.db.postgres import PostgresDatabase
+from townhall.db.sqlite import SQLiteFile
+from townhall.http.about import SERVICE_NAME
+from townhall.http.auth import KeyRing, Principal
+from townhall.http.caller import principal
+from townhall.protocols.chatkit.server import TownHallChatKitServer
+from townhall.protocols.chatkit.store import CHATKIT_SCHEMA, ChatKitStore
+from townhall.records.filing import RecordDesk
+from townhall.records.outbox import Outbox
+from townhall.records.store import RecordStore, choose_store
+from townhall.sessions.factory import choose_session_store
+from townhall.sessions.registry import Clock, SessionRegistry
+from townhall.sessions.store import SessionStore
+from townhall.settings import Settings, sqlite_path
+from townhall.turns.drain import Drain
+from townhall.turns.model_choice import ModelChoice
+from townhall.turns.pipeline import TurnPipeline
+from townhall.turns.rate_limit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from townhall.turns.runner import TurnRunner
+
+
+@dataclass
+class Services:
+    """Everything the routes use, built once per app."""
+
+    settings: Settings
+    model: ModelChoice
+    desk: RecordDesk
+    chatkit: TownHallChatKitServer
+    registry: SessionRegistry  # the in-memory conversations (used when SESSION_STORE=memory)
+    sessions: SessionStore
+    turns: TurnRunner
+    pipeline: TurnPipeline
+    keys: KeyRing
+    rate_limiter: RateLimiter | None
+    drain: Drain
+
+
+def build_services(
+    settings: Settings,
+    choice: ModelChoice,
+    agent: Agent[AppContext],
+    *,
+    store: RecordStore | None = None,
+    clock: Clock | None = None,
+) -> Services:
+    """The stores, the desk, the turn pipeline and the ChatKit server, for `agent`."""
+    desk = RecordDesk(
+        store or choose_store(settings),
+        Outbox(settings.outbox_path),
+        write_timeout=settings.store_timeout_seconds,
+        retry_base=settings.outbox_retry_seconds,
+        retry_max=settings.outbox_retry_max_seconds,
+    )
+    turns = TurnRunner(
+        agent,
+        tracing=settings.tracing_enabled,
+        workflow_name=SERVICE_NAME,
+        read_ahead_chars=settings.stream_read_ahead_chars,
+    )
+    registry = SessionRegistry(
+        settings.max_sessions, settings.session_ttl_seconds, **({"clock": clock} if clock else {})
+    )
+    sessions = choose_session_store(settings, registry)
+    drain = Drain(settings.shutdown_grace_seconds)
+    rate_limiter = _rate_limiter(settings, sessions)
+    return Services(
+        settings=settings,
+        model=choice,
+        desk=desk,
+        chatkit=TownHallChatKitServer(
+            ChatKitStore(_chatkit_database(settings)), turns, desk, drain
+        ),
+        registry=registry,
+        sessions=sessions,
+        turns=turns,
+        pipeline=TurnPipeline(
+            runner=turns,
+            sessions=sessions,
+            desk=desk,
+            drain=drain,
+            rate_limiter=rate_limiter,
+            max_message_chars=settings.max_message_chars,
+        ),
+        keys=KeyRing(settings.api_key_list, _secret(settings.admin_key)),
+        rate_limiter=rate_limiter,
+        drain=drain,
+    )
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
+
+
+def _rate_limiter(settings: Settings, sessions: SessionStore) -> RateLimiter | None:
+    if settings.rate_limit_per_minute == 0:
+        return None
+    redis = getattr(sessions, "redis", None)
+    if redis is not None:  # shared by every worker using the same Redis
+        return RedisRateLimiter(redis, settings.redis_key_prefix, settings.rate_limit_per_minute)
+    return MemoryRateLimiter(settings.rate_limit_per_minute)
+
+
+def _chatkit_database(settings: Settings) -> SQLiteFile | PostgresDatabase:
+    """ChatKit threads live in the DATABASE_URL database (with the Supabase API store too)."""
+    path = sqlite_path(settings.database_url)
+    if path is not None:
+        return SQLiteFile(path, CHATKIT_SCHEMA)
+    return PostgresDatabase(
+        settings.database_url, CHATKIT_SCHEMA, timeout=settings.store_timeout_seconds
+    )
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+CallerDep = Annotated[Principal, Depends(principal)]

@@ -1,0 +1,116 @@
+"""The one way a turn runs, whatever protocol asked for it.
+
+admit (the server is not draining, the caller is within its rate limit, the message is not too
+long, the conversation's lease is free) -> run the agent (runner.TurnRunner) -> typed events
+(events.py), which a protocol adapter (protocols/) renders. The adapter ends the turn with
+`OpenTurn.release()` however its response ends.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator, Callable
+from typing import TYPE_CHECKING
+
+import anyio
+
+from townhall.context import AppContext
+from townhall.errors import MessageTooLongError
+from townhall.records.filing import RecordDesk
+from townhall.sessions.store import SessionStore, TurnLease
+from townhall.turns.drain import Drain
+from townhall.turns.events import Finished, TurnEvent
+from townhall.turns.rate_limit import RateLimiter, enforce
+from townhall.turns.runner import SERVER_RESTARTING, TurnRunner
+
+if TYPE_CHECKING:
+    from townhall.http.auth import Principal
+
+logger = logging.getLogger(__name__)
+
+
+class OpenTurn:
+    """An admitted turn: its events, and its lease, which ends exactly once."""
+
+    def __init__(
+        self,
+        store: SessionStore,
+        lease: TurnLease,
+        session_id: str,
+        events: AsyncGenerator[TurnEvent, None],
+        untrack: Callable[[], None],
+    ) -> None:
+        self.store = store
+        self.lease = lease
+        self.session_id = session_id  # the client's label (the lease holds the store's key)
+        self.events = events
+        self.completed = False
+        self._untrack = untrack
+        self._released = False
+
+    def observe(self, event: TurnEvent) -> None:
+        if isinstance(event, Finished):
+            self.completed = True
+
+    async def release(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        self._untrack()
+        # Shielded: this often runs in a response that is being cancelled (the client left),
+        # and a lease that is not returned keeps the conversation busy until its lock lapses.
+        with anyio.CancelScope(shield=True):
+            try:
+                await self.store.end_turn(self.lease, completed=self.completed)
+            except Exception:
+                logger.exception("could not end the turn cleanly")
+
+
+class TurnPipeline:
+    """Admits turns and starts them; shared by every protocol."""
+
+    def __init__(
+        self,
+        *,
+        runner: TurnRunner,
+        sessions: SessionStore,
+        desk: RecordDesk,
+        drain: Drain,
+        rate_limiter: RateLimiter | None,
+        max_message_chars: int,
+    ) -> None:
+        self.runner = runner
+        self.sessions = sessions
+        self.desk = desk
+        self.drain = drain
+        self.rate_limiter = rate_limiter
+        self.max_message_chars = max_message_chars
+
+    async def open(
+        self,
+        caller: Principal,
+        *,
+        key: str,
+        session_id: str,
+        message: str,
+        rate_identity: str,
+        request_id: str,
+    ) -> OpenTurn:
+        """Admit a turn on the conversation kept under `key` (the client calls it `session_id`)
+        and start it. Raises the AppError that says why a turn is refused."""
+        self.drain.admit()
+        await enforce(self.rate_limiter, rate_identity)
+        if len(message) > self.max_message_chars:
+            raise MessageTooLongError(len(message), self.max_message_chars)
+        lease = await self.sessions.begin_turn(key, owner=caller.owner, creator=caller.key_id)
+        context = AppContext(
+            session_id=session_id,
+            request_id=request_id,
+            desk=self.desk,
+            owner=caller.identity,
+            conversation_id=lease.conversation_id,
+            admin=caller.admin_key,
+        )
+        untrack = self.drain.track(lambda: lease.cancel(SERVER_RESTARTING.code))
+        events = self.runner.stream(lease, message, context)
+        return OpenTurn(self.sessions, lease, session_id, events, untrack)
