@@ -46,14 +46,26 @@ def rss_kib(pid: int) -> int:
 SMALL_RECEIVE_BUFFER = [(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)]
 
 
+def _sysctl_max(name: str) -> int:
+    return int(Path(f"/proc/sys/net/ipv4/{name}").read_text().split()[-1])
+
+
+# The most the kernel can hold on the way from the fake to our stalled client: the fake's send
+# buffer, the server's receive buffer from it (autotuned up to tcp_rmem's maximum), the
+# server's send buffer to the client, and the client's fixed receive buffer (doubled).
+KERNEL_BYTES = _sysctl_max("tcp_wmem") + _sysctl_max("tcp_rmem") + _sysctl_max("tcp_wmem") + 131072
+# An answer well past that, so a server that pulls everything cannot look like one that waits.
+ANSWER_BYTES = KERNEL_BYTES + 40_000_000
+
+
 @pytest.mark.parametrize("api", APIS)
 async def test_a_reader_that_stops_reading_stops_the_upstream_and_leaving_closes_it(
     tmp_path: Path, api: str
 ) -> None:
-    answer_bytes = 60_000_000
+    answer_bytes = ANSWER_BYTES
     fake = FakeOpenAI(tokens=answer_bytes // (len(WORD) + 1))
     async with live_server(fake) as upstream:  # type: ignore[arg-type]
-        env = env_for(upstream, tmp_path, api, MAX_ANSWER_CHARS="100000000")
+        env = env_for(upstream, tmp_path, api, MAX_ANSWER_CHARS=str(2 * answer_bytes))
         async with server_processes([env], tmp_path) as (server,):
             transport = httpx.AsyncHTTPTransport(socket_options=SMALL_RECEIVE_BUFFER)
             async with httpx.AsyncClient(
@@ -83,7 +95,7 @@ async def test_a_reader_that_stops_reading_stops_the_upstream_and_leaving_closes
                 health = await client.get("/health")
     # Kernel socket buffers (the upstream's, ours, the client's) hold some megabytes; the rest
     # was never pulled, and the server itself holds almost none of it.
-    assert pulled_while_stalled < answer_bytes / 3
+    assert pulled_while_stalled < KERNEL_BYTES + 10_000_000
     assert pulled_later - pulled_while_stalled < 1_000_000  # stalled, not trickling on
     assert rss_growth_kib < 16 * 1024
     assert noticed_after < 5
@@ -96,14 +108,14 @@ async def test_with_the_read_ahead_unbounded_the_same_stalled_reader_lets_it_all
     """The control for the test above: the same stall with STREAM_READ_AHEAD_CHARS=0 pulls the
     whole answer into the server, so the measure above tells a waiting server from one that
     is not."""
-    answer_bytes = 60_000_000
+    answer_bytes = ANSWER_BYTES
     fake = FakeOpenAI(tokens=answer_bytes // (len(WORD) + 1))
     async with live_server(fake) as upstream:  # type: ignore[arg-type]
         env = env_for(
             upstream,
             tmp_path,
             "chat_completions",
-            MAX_ANSWER_CHARS="100000000",
+            MAX_ANSWER_CHARS=str(2 * answer_bytes),
             STREAM_READ_AHEAD_CHARS="0",
         )
         async with server_processes([env], tmp_path) as (server,):
