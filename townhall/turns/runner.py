@@ -72,7 +72,7 @@ def describe_failure(error: BaseException) -> Failed:
         return Failed(
             "model_rate_limited", "The assistant is very busy right now. Please try again shortly."
         )
-    # httpx2 errors reach us unwrapped when a stream breaks after it started (lean_stream reads
+    # httpx2 errors reach us unwrapped when a stream breaks after it started (lean_responses reads
     # the raw response), so they count as the openai client's own errors do.
     if isinstance(
         error, openai.APITimeoutError | ModelTimeoutError | TimeoutError | httpx2.TimeoutException
@@ -182,7 +182,7 @@ class TurnRunner:
         The caller owns the lease; if the caller stops iterating (the client went away) the run
         is cancelled at once, so no more model tokens are pulled.
         """
-        # The model streams (lean_chat, lean_stream) wait for this credit, which we give back
+        # The model streams (lean_chat, lean_responses) wait for this credit, which we give back
         # once a frame was taken by the SSE writer: the SDK's own event queue is unbounded and
         # filled with put_nowait, so this is what keeps a slow client from pulling the upstream.
         # The run-loop task copies the context here, when run_streamed creates it.

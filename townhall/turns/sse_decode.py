@@ -1,6 +1,6 @@
 """Reading an upstream's Server-Sent Events: cut the bytes into events, take an event's data.
 
-Shared by both lean decoders (lean_stream for the Responses API, lean_chat for Chat
+Shared by both lean decoders (lean_responses for the Responses API, lean_chat for Chat
 Completions). The cutting is linear in the bytes however the network splits them: only the new
 read is searched for the blank line that ends an event, and an event that spans many reads is
 joined once. (Searching the whole buffer on every read was quadratic: a 5 MB answer's final

@@ -1,6 +1,6 @@
 """Limits on one streamed answer: how long it may get, and how far it may run ahead of the reader.
 
-Both are enforced inside our lean models' streams (lean_chat, lean_stream), the one place that
+Both are enforced inside our lean models' streams (lean_chat, lean_responses), the one place that
 sits between the upstream socket and the Agents SDK:
 
 - MAX_ANSWER_CHARS: the characters of all `*.delta` events of one model response (text, refusal,
