@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agents import Runner, TResponseInputItem
+from agents import Runner
 from agents.models.fake_id import FAKE_RESPONSES_ID
-from chatkit.agents import AgentContext, ThreadItemConverter, stream_agent_response
+from chatkit.agents import AgentContext, stream_agent_response
 from chatkit.errors import CustomStreamError
 from chatkit.server import ChatKitServer
 from chatkit.types import (
@@ -37,11 +37,11 @@ from chatkit.widgets import (
     DynamicWidgetRoot,
     WidgetTemplate,
 )
-from openai.types.responses import EasyInputMessageParam
 from pydantic import TypeAdapter
 
 from townhall.context import AppContext
 from townhall.errors import ThreadBusyError
+from townhall.protocols.chatkit.history import HistoryConverter
 from townhall.protocols.chatkit.store import ChatKitStore
 from townhall.records.filing import RecordDesk
 from townhall.records.receipts import FilingReceipt
@@ -94,22 +94,6 @@ def receipt_card(receipt: FilingReceipt) -> DynamicWidgetRoot:
             "next_steps": receipt.next_steps,
         }
     )
-
-
-class HistoryConverter(ThreadItemConverter):
-    """Thread items as agent input that both wire APIs accept.
-
-    ChatKit replays an assistant message as `{"type": "message", "role": "assistant",
-    "content": [{"type": "output_text", ...}]}`: an easy input message (no `id`, no `status`)
-    with output parts. The Chat Completions converter takes such a message as easy input and
-    accepts only input parts in it (`UserError: Unknown content`). Plain text content is valid
-    for an assistant message on the Responses API and Chat Completions alike.
-    """
-
-    async def assistant_message_to_input(self, item: AssistantMessageItem) -> TResponseInputItem:
-        return EasyInputMessageParam(
-            type="message", role="assistant", content="\n".join(part.text for part in item.content)
-        )
 
 
 class MessageIds:
