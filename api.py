@@ -20,7 +20,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from agents_def import build_town_hall_agent, choose_model, model_settings
-from tools import TOWN_HALL_TOOLS
+from tools import TOWN_HALL_TOOLS, progress_line
 from townhall.errors import install_error_handlers
 from townhall.http.about import SERVICE_NAME, VERSION
 from townhall.http.auth import AuthMiddleware
@@ -57,7 +57,9 @@ def create_app(
     agent = build_town_hall_agent(
         choice.model, model_settings(settings), TOWN_HALL_TOOLS if tools is None else tools
     )
-    services = build_services(settings, choice, agent, store=store, clock=clock)
+    services = build_services(
+        settings, choice, agent, progress_line=progress_line, store=store, clock=clock
+    )
     app = FastAPI(
         title=SERVICE_NAME,
         version=VERSION,

@@ -22,6 +22,7 @@ from townhall.context import AppContext
 from townhall.records.filing import Filing, RecordsUnavailableError
 from townhall.records.model import Feedback, Incident, IncidentCategory, Record, Sentiment
 from townhall.records.receipts import FilingReceipt, StatusAnswer
+from townhall.turns.events import ToolCall
 
 logger = logging.getLogger(__name__)
 
@@ -70,16 +71,23 @@ def _problems(ctx: RunContextWrapper[Any]) -> str:
     return "they were not a valid JSON object"
 
 
-async def _working(ctx: RunContextWrapper[AppContext], text: str) -> None:
-    if ctx.context.activity is not None:
-        await ctx.context.activity.working(text)
+def progress_line(call: ToolCall) -> str | None:
+    """What a chat widget shows while a tool runs (ChatKit's progress line)."""
+    if call.name == "report_incident":
+        return "Filing your report with the city…"
+    if call.name == "submit_feedback":
+        return "Sending your feedback to the city…"
+    if call.name == "check_report_status":
+        reference = call.arguments.get("reference") if isinstance(call.arguments, dict) else None
+        if isinstance(reference, str) and reference.strip():
+            return f"Looking up {_normal_reference(reference)}…"
+        return "Looking up your report…"
+    return None
 
 
-async def _announce(ctx: RunContextWrapper[AppContext], receipt: FilingReceipt) -> str:
-    """Show the receipt to the client protocol, if it wants it; the model gets it as JSON."""
-    if ctx.context.activity is not None:
-        await ctx.context.activity.filed(receipt)
-    return receipt.model_dump_json()
+def _normal_reference(reference: str) -> str:
+    """A reference as residents type it ("inc 7k2qf9") in the form it is filed under."""
+    return "".join(reference.split()).upper()
 
 
 def _receipt(record: Record, filing: Filing, next_steps: str) -> FilingReceipt:
@@ -126,7 +134,6 @@ async def report_incident(
         reporter_name: The resident's name, only if they gave it (null otherwise).
         reporter_contact: A phone number or email for follow-up, only if given (null otherwise).
     """
-    await _working(ctx, "Filing your report with the city…")
     record = Incident.create(
         ctx.context.filer,
         category=category,
@@ -139,7 +146,7 @@ async def report_incident(
         reporter_contact=reporter_contact,
     )
     filing = await ctx.context.desk.file(record)
-    return await _announce(ctx, _receipt(record, filing, INCIDENT_NEXT_STEPS))
+    return _receipt(record, filing, INCIDENT_NEXT_STEPS).model_dump_json()
 
 
 async def submit_feedback(
@@ -159,7 +166,6 @@ async def submit_feedback(
         location: The place it is about, if any (null otherwise).
         name: The resident's name, only if they gave it (null otherwise).
     """
-    await _working(ctx, "Sending your feedback to the city…")
     record = Feedback.create(
         ctx.context.filer,
         topic=topic,
@@ -169,7 +175,7 @@ async def submit_feedback(
         name=name,
     )
     filing = await ctx.context.desk.file(record)
-    return await _announce(ctx, _receipt(record, filing, FEEDBACK_NEXT_STEPS))
+    return _receipt(record, filing, FEEDBACK_NEXT_STEPS).model_dump_json()
 
 
 async def check_report_status(
@@ -181,8 +187,7 @@ async def check_report_status(
     Args:
         reference: The reference the resident was given, e.g. "INC-7K2QF9" or "FB-3MZP8Q".
     """
-    reference = "".join(reference.split()).upper()
-    await _working(ctx, f"Looking up {reference}…")
+    reference = _normal_reference(reference)
     try:
         found = await ctx.context.desk.lookup(reference, ctx.context.viewer)
     except RecordsUnavailableError:

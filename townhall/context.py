@@ -3,24 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
 
 from townhall.records.filing import RecordDesk
 from townhall.records.model import Filer, Viewer
-
-if TYPE_CHECKING:
-    from townhall.records.receipts import FilingReceipt
-
-
-class ToolActivity(Protocol):
-    """How a client protocol shows tool work as it happens (ChatKit: progress and a card).
-
-    /chat needs none: its `tool_call` and `tool_result` events already carry the same facts.
-    """
-
-    async def working(self, text: str) -> None: ...
-
-    async def filed(self, receipt: FilingReceipt) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -37,7 +22,6 @@ class AppContext:
     owner: str  # the caller: an API key's id, or "anonymous" (auth.Principal.identity)
     conversation_id: str  # the server-minted id of this conversation instance
     admin: bool = False  # the ADMIN_KEY: may look up any record
-    activity: ToolActivity | None = None
 
     @property
     def filer(self) -> Filer:

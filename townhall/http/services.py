@@ -15,6 +15,7 @@ from townhall.db.sqlite import SQLiteFile
 from townhall.http.about import SERVICE_NAME
 from townhall.http.auth import KeyRing, Principal
 from townhall.http.caller import principal
+from townhall.protocols.chatkit.render import ProgressLine
 from townhall.protocols.chatkit.server import TownHallChatKitServer
 from townhall.protocols.chatkit.store import CHATKIT_SCHEMA, ChatKitStore
 from townhall.records.filing import RecordDesk
@@ -53,10 +54,12 @@ def build_services(
     choice: ModelChoice,
     agent: Agent[AppContext],
     *,
+    progress_line: ProgressLine = lambda call: None,
     store: RecordStore | None = None,
     clock: Clock | None = None,
 ) -> Services:
-    """The stores, the desk, the turn pipeline and the ChatKit server, for `agent`."""
+    """The stores, the desk, the turn pipeline and the ChatKit server, for `agent`
+    (`progress_line`: what a chat widget shows while a tool runs)."""
     desk = RecordDesk(
         store or choose_store(settings),
         Outbox(settings.outbox_path),
@@ -76,24 +79,25 @@ def build_services(
     sessions = choose_session_store(settings, registry)
     drain = Drain(settings.shutdown_grace_seconds)
     rate_limiter = _rate_limiter(settings, sessions)
+    pipeline = TurnPipeline(
+        runner=turns,
+        sessions=sessions,
+        desk=desk,
+        drain=drain,
+        rate_limiter=rate_limiter,
+        max_message_chars=settings.max_message_chars,
+    )
     return Services(
         settings=settings,
         model=choice,
         desk=desk,
         chatkit=TownHallChatKitServer(
-            ChatKitStore(_chatkit_database(settings)), turns, desk, drain
+            ChatKitStore(_chatkit_database(settings)), pipeline, progress_line
         ),
         registry=registry,
         sessions=sessions,
         turns=turns,
-        pipeline=TurnPipeline(
-            runner=turns,
-            sessions=sessions,
-            desk=desk,
-            drain=drain,
-            rate_limiter=rate_limiter,
-            max_message_chars=settings.max_message_chars,
-        ),
+        pipeline=pipeline,
         keys=KeyRing(settings.api_key_list, _secret(settings.admin_key)),
         rate_limiter=rate_limiter,
         drain=drain,

@@ -44,10 +44,15 @@ class SessionMeta:
 
 @dataclass(eq=False)
 class TurnLease:
-    """A running turn's hold on its conversation."""
+    """A running turn's hold on its conversation.
+
+    `history` is the conversation's stored items, which the run reads and extends; None for a
+    conversation whose items a protocol keeps itself (ChatKit threads), which then passes the
+    run its input in full.
+    """
 
     session_id: str
-    history: Session
+    history: Session | None
     owner: str | None
     conversation_id: str
     token: str = ""

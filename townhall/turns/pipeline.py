@@ -4,15 +4,21 @@ admit (the server is not draining, the caller is within its rate limit, the mess
 long, the conversation's lease is free) -> run the agent (runner.TurnRunner) -> typed events
 (events.py), which a protocol adapter (protocols/) renders. The adapter ends the turn with
 `OpenTurn.release()` however its response ends.
+
+/chat keeps its conversations in the session store, whose lease carries their history: `open()`
+does it all. ChatKit keeps its threads itself: it admits with `admit()` and leases the thread
+from its own `Leases` before its response starts (so a refusal is still a plain HTTP error),
+then `start()`s the turn with the thread's items as input.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
+from agents import TResponseInputItem
 
 from townhall.context import AppContext
 from townhall.errors import MessageTooLongError
@@ -29,12 +35,22 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+class Leases(Protocol):
+    """Who hands out conversation leases: a session store, or sessions.local_leases."""
+
+    async def begin_turn(
+        self, session_id: str, owner: str | None, creator: str | None = None
+    ) -> TurnLease: ...
+
+    async def end_turn(self, lease: TurnLease, *, completed: bool) -> None: ...
+
+
 class OpenTurn:
     """An admitted turn: its events, and its lease, which ends exactly once."""
 
     def __init__(
         self,
-        store: SessionStore,
+        store: Leases,
         lease: TurnLease,
         session_id: str,
         events: AsyncGenerator[TurnEvent, None],
@@ -86,6 +102,15 @@ class TurnPipeline:
         self.rate_limiter = rate_limiter
         self.max_message_chars = max_message_chars
 
+    async def admit(self, *, rate_identity: str | None, message: str) -> None:
+        """Raises the AppError that says why a new turn is refused (`rate_identity` None: the
+        protocol has already counted this request against the caller's rate limit)."""
+        self.drain.admit()
+        if rate_identity is not None:
+            await enforce(self.rate_limiter, rate_identity)
+        if len(message) > self.max_message_chars:
+            raise MessageTooLongError(len(message), self.max_message_chars)
+
     async def open(
         self,
         caller: Principal,
@@ -98,10 +123,7 @@ class TurnPipeline:
     ) -> OpenTurn:
         """Admit a turn on the conversation kept under `key` (the client calls it `session_id`)
         and start it. Raises the AppError that says why a turn is refused."""
-        self.drain.admit()
-        await enforce(self.rate_limiter, rate_identity)
-        if len(message) > self.max_message_chars:
-            raise MessageTooLongError(len(message), self.max_message_chars)
+        await self.admit(rate_identity=rate_identity, message=message)
         lease = await self.sessions.begin_turn(key, owner=caller.owner, creator=caller.key_id)
         context = AppContext(
             session_id=session_id,
@@ -111,6 +133,18 @@ class TurnPipeline:
             conversation_id=lease.conversation_id,
             admin=caller.admin_key,
         )
+        return self.start(self.sessions, lease, message, context, label=session_id)
+
+    def start(
+        self,
+        leases: Leases,
+        lease: TurnLease,
+        agent_input: str | list[TResponseInputItem],
+        context: AppContext,
+        *,
+        label: str,
+    ) -> OpenTurn:
+        """Run an admitted turn on `lease` (which `leases` handed out and gets back)."""
         untrack = self.drain.track(lambda: lease.cancel(SERVER_RESTARTING.code))
-        events = self.runner.stream(lease, message, context)
-        return OpenTurn(self.sessions, lease, session_id, events, untrack)
+        events = self.runner.stream(lease, agent_input, context)
+        return OpenTurn(leases, lease, label, events, untrack)

@@ -23,6 +23,7 @@ from agents import (
     RunConfig,
     RunItemStreamEvent,
     Runner,
+    TResponseInputItem,
 )
 from agents.exceptions import ModelTimeoutError
 from pydantic_core import to_jsonable_python
@@ -175,10 +176,12 @@ class TurnRunner:
         )
 
     async def stream(
-        self, lease: TurnLease, message: str, context: AppContext
+        self, lease: TurnLease, agent_input: str | list[TResponseInputItem], context: AppContext
     ) -> AsyncGenerator[TurnEvent, None]:
         """Frames for one turn: text, tool calls and results, then `done` or `error`.
 
+        `agent_input` is the new message, read with the lease's history; or, for a lease with no
+        history (the protocol keeps the conversation), the whole conversation so far.
         The caller owns the lease; if the caller stops iterating (the client went away) the run
         is cancelled at once, so no more model tokens are pulled.
         """
@@ -193,7 +196,7 @@ class TurnRunner:
         try:
             result = Runner.run_streamed(
                 self.agent,
-                message,
+                agent_input,
                 context=context,
                 max_turns=MAX_AGENT_TURNS,
                 run_config=self.run_config(lease.session_id),
@@ -249,8 +252,9 @@ class TurnRunner:
 
 
 async def _save_partial(lease: TurnLease, text: str) -> None:
-    """Keep the unfinished reply in the conversation, so the next turn sees what was said."""
-    if not text.strip():
+    """Keep the unfinished reply in the conversation, so the next turn sees what was said.
+    (A protocol that keeps the conversation itself saves its own, from the frames it sent.)"""
+    if lease.history is None or not text.strip():
         return
     try:
         await lease.history.add_items(

@@ -11,11 +11,13 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Annotated, Any, Union
 
 from chatkit.server import StreamingResult
 from chatkit.store import NotFoundError
 from chatkit.types import (
+    ChatKitReq,
     ErrorCode,
     ErrorEvent,
     ItemsFeedbackReq,
@@ -27,9 +29,10 @@ from chatkit.types import (
     ThreadsListReq,
     ThreadsRetryAfterItemReq,
     ThreadsUpdateReq,
+    UserMessageTextContent,
     is_streaming_req,
 )
-from fastapi import APIRouter, Body, Depends, Request
+from fastapi import APIRouter, Body, Request
 from fastapi.responses import Response, StreamingResponse
 from openai import AsyncOpenAI, OpenAIError
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
@@ -41,9 +44,9 @@ from townhall.errors import (
     ThreadNotFoundError,
     UpstreamError,
 )
-from townhall.http.auth import Principal
-from townhall.http.caller import principal, rate_identity
+from townhall.http.caller import rate_identity
 from townhall.http.schemas import ErrorBody
+from townhall.http.services import CallerDep, ServicesDep
 from townhall.logs import current_request
 from townhall.protocols.chatkit.server import (
     CHATKIT_REQUEST,
@@ -52,8 +55,8 @@ from townhall.protocols.chatkit.server import (
     thread_id_of,
 )
 from townhall.protocols.chatkit.store import AttachmentsUnsupportedError
-from townhall.settings import Settings
-from townhall.turns.rate_limit import RateLimiter, enforce
+from townhall.sessions.store import TurnLease
+from townhall.turns.rate_limit import enforce
 
 logger = logging.getLogger(__name__)
 
@@ -102,27 +105,6 @@ class HostedSession(BaseModel):
     expires_at: int | None = None
 
 
-def _server(request: Request) -> TownHallChatKitServer:
-    server: TownHallChatKitServer = request.app.state.services.chatkit
-    return server
-
-
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.services.settings
-    return settings
-
-
-def _limits(request: Request) -> RateLimiter | None:
-    limiter: RateLimiter | None = request.app.state.services.rate_limiter
-    return limiter
-
-
-Server = Annotated[TownHallChatKitServer, Depends(_server)]
-SettingsDep = Annotated[Settings, Depends(_settings)]
-Caller = Annotated[Principal, Depends(principal)]
-Limits = Annotated[RateLimiter | None, Depends(_limits)]
-
-
 def chatkit_router() -> APIRouter:
     router = APIRouter(tags=["chatkit"])
 
@@ -156,9 +138,10 @@ def chatkit_router() -> APIRouter:
             409: {"model": ErrorBody},
         },
     )
-    async def chatkit(request: Request, server: Server, caller: Caller, limits: Limits) -> Response:
+    async def chatkit(request: Request, services: ServicesDep, caller: CallerDep) -> Response:
         """The ChatKit protocol, for a ChatKit widget pointed at this server."""
-        await enforce(limits, rate_identity(request, caller))
+        server = services.chatkit
+        await enforce(services.rate_limiter, rate_identity(request, caller))
         body = await request.body()
         try:
             parsed = CHATKIT_REQUEST.validate_json(body)
@@ -185,18 +168,21 @@ def chatkit_router() -> APIRouter:
         )
         if not is_streaming_req(parsed):
             return await _answer(server, body, context)
-        server.drain.admit()  # a new answer: 503 shutting_down while draining
+        # A new answer: admitted as /chat admits a turn (503 shutting_down while draining, 413
+        # for a message over the limit; the rate limit counted this request above), and the
+        # thread's lease taken now, so a busy thread is a 409 and not a broken stream.
+        await services.pipeline.admit(rate_identity=None, message=_message_text(parsed))
+        lease = None
         if thread_id is not None:
-            server.claim(thread_id)
+            lease = await server.leases.begin_turn(thread_id, caller.owner, caller.key_id)
         try:
-            result = await server.process(body, context)
+            result = await server.process(body, replace(context, lease=lease))
         except BaseException:
-            if thread_id is not None:
-                server.release(thread_id)
+            await _give_back(server, lease)
             raise
         assert isinstance(result, StreamingResult)
         return StreamingResponse(
-            _stream(result, server, thread_id),
+            _stream(result, server, lease),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -207,10 +193,11 @@ def chatkit_router() -> APIRouter:
         responses={503: {"model": ErrorBody}, 502: {"model": ErrorBody}},
     )
     async def hosted_session(
-        settings: SettingsDep,
+        services: ServicesDep,
         request: Annotated[HostedSessionRequest | None, Body()] = None,
     ) -> HostedSession:
         """A client secret for a ChatKit widget running an OpenAI-hosted Agent Builder workflow."""
+        settings = services.settings
         if not settings.chatkit_workflow_id or not settings.openai_api_key:
             raise HostedChatKitUnavailableError(
                 "Hosted ChatKit is not configured: set CHATKIT_WORKFLOW_ID and OPENAI_API_KEY, or "
@@ -252,7 +239,7 @@ async def _answer(
 
 
 async def _stream(
-    result: StreamingResult, server: TownHallChatKitServer, thread_id: str | None
+    result: StreamingResult, server: TownHallChatKitServer, lease: TurnLease | None
 ) -> AsyncIterator[bytes]:
     try:
         async for chunk in result:
@@ -262,8 +249,20 @@ async def _stream(
         # cutting it off (ChatKitServer has logged the traceback).
         yield b"data: " + STREAM_FAILED.model_dump_json().encode() + b"\n\n"
     finally:
-        if thread_id is not None:
-            server.release(thread_id)
+        await _give_back(server, lease)
+
+
+async def _give_back(server: TownHallChatKitServer, lease: TurnLease | None) -> None:
+    """The thread's lease, if the turn did not end it (it never started, or broke early)."""
+    if lease is not None:
+        await server.leases.end_turn(lease, completed=False)
+
+
+def _message_text(request: ChatKitReq) -> str:
+    """The text of the resident's new message ("" for a retry, which sends none)."""
+    message_input = getattr(getattr(request, "params", None), "input", None)
+    parts = getattr(message_input, "content", None) or []
+    return "".join(part.text for part in parts if isinstance(part, UserMessageTextContent))
 
 
 def _describe(invalid: ValidationError) -> str:
