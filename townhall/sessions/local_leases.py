@@ -32,6 +32,3 @@ class LocalLeases:
         """Idempotent: the route and the turn may both end a lease (whichever ends first)."""
         if self._held.get(lease.session_id) is lease:
             del self._held[lease.session_id]
-
-    def held(self, session_id: str) -> bool:
-        return session_id in self._held

@@ -78,14 +78,15 @@ class TownHallChatKitServer(ChatKitServer[ChatKitRequestContext]):
     ) -> AsyncIterator[ThreadStreamEvent]:
         if thread.title is None and input_user_message is not None:
             thread.title = _title_from(input_user_message)
-        # A new thread has no lease yet (its id was minted just now: nobody else can hold it).
-        lease = context.lease or await self.leases.begin_turn(
-            thread.id, context.owner, context.creator
-        )
         history = await self.store.load_thread_items(
             thread.id, None, HISTORY_ITEMS, "desc", context
         )
         agent_input = await self.converter.to_agent_input(list(reversed(history.data)))
+        # A new thread has no lease yet (its id was minted just now: nobody else can hold it).
+        # Taken here, right before the turn that gives it back, so nothing can fail between.
+        lease = context.lease or await self.leases.begin_turn(
+            thread.id, context.owner, context.creator
+        )
         app_context = AppContext(
             session_id=thread.id,
             request_id=context.request_id,
