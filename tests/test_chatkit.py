@@ -159,6 +159,26 @@ async def test_protocol_errors_are_clean_json_before_any_stream() -> None:
         assert response.json()["error"]["code"] == code
 
 
+async def test_a_message_over_the_limit_is_refused_as_on_chat_and_nothing_is_kept() -> None:
+    async with asgi_client(create_app(make_settings(max_message_chars=50))) as http:
+        client = ChatKitClient(http)
+        thread_id = thread_id_from(await client.create_thread("short"))
+        too_long = await client.call(
+            "threads.add_user_message", {"thread_id": thread_id, "input": user_input("x" * 51)}
+        )
+        new_thread = await client.call("threads.create", {"input": user_input("y" * 51)})
+        chat = await http.post("/chat", json={"message": "z" * 51, "stream": False})
+        items = await client.call("items.list", {"thread_id": thread_id})
+        threads = await client.call("threads.list", {})
+    for refused in (too_long, new_thread):
+        assert refused.status_code == chat.status_code == 422, refused.text
+        assert refused.headers["content-type"] == "application/json"
+        assert refused.json()["error"]["code"] == chat.json()["error"]["code"]
+    kept = [item["type"] for item in items.json()["data"]]
+    assert sorted(kept) == ["assistant_message", "user_message"]  # only the first exchange
+    assert len(threads.json()["data"]) == 1
+
+
 async def test_a_busy_thread_gets_409() -> None:
     slow = SlowStream(count=300, gap=0.01)
     model = ScriptedModel([[assistant_message("first")], ModelStep.stream(slow)])
