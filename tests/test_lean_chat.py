@@ -15,7 +15,7 @@ from openai._models import construct_type
 from openai.types.chat import ChatCompletionChunk
 from openai.types.responses import Response
 
-from townhall.turns import lean_chat
+from townhall.turns import chat_chunks
 from townhall.turns.lean_chat import lean_chat_events
 from townhall.turns.stream_limits import AnswerTooLong, StreamCredit, guarded
 
@@ -256,6 +256,15 @@ async def test_one_read_merges_text_deltas_and_nothing_else(name: str) -> None:
     assert shape(got) == shape(expected)
 
 
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+async def test_one_read_keeps_sequence_numbers_in_the_order_events_are_sent(name: str) -> None:
+    # Text gathered in a read is sent before the event that ends it (a tool call, a refusal,
+    # the end), and must be numbered before it too.
+    got, error, _ = await lean([SCENARIOS[name]], **OPTIONS)
+    assert error is None
+    assert [event.sequence_number for event in got] == list(range(len(got)))
+
+
 async def test_full_handler_path_keeps_logprobs_and_linear_text() -> None:
     logprob = {"token": "a", "logprob": -0.1, "bytes": [97], "top_logprobs": []}
     chunks = [
@@ -295,7 +304,7 @@ class FakeHTTPResponse:
 
 
 async def batches_of(reads: list[bytes]) -> list[list[dict]]:
-    return [b async for b in lean_chat.chunk_batches(FakeHTTPResponse(reads))]
+    return [b async for b in chat_chunks.chunk_batches(FakeHTTPResponse(reads))]
 
 
 async def test_sse_split_anywhere_crlf_comments_and_done() -> None:
@@ -310,19 +319,19 @@ async def test_sse_split_anywhere_crlf_comments_and_done() -> None:
 async def test_stream_errors_are_the_clients() -> None:
     import openai
 
-    with pytest.raises(lean_chat.StreamDecodeError):
+    with pytest.raises(chat_chunks.StreamDecodeError):
         await batches_of([b"data: {not json\n\n"])
     with pytest.raises(openai.APIError, match="overloaded"):
         await batches_of([b'data: {"error": {"message": "overloaded"}}\n\n'])
-    with pytest.raises(lean_chat.StreamDecodeError):
+    with pytest.raises(chat_chunks.StreamDecodeError):
         await batches_of([b"data: " + b"x" * 1000] * 10_000)  # an event that never ends
 
 
 async def test_chunks_before_a_malformed_one_in_the_same_read_still_arrive() -> None:
     good = b"".join(sse(SCENARIOS["text"])[:3])
     seen: list[dict] = []
-    with pytest.raises(lean_chat.StreamDecodeError):
-        async for batch in lean_chat.chunk_batches(
+    with pytest.raises(chat_chunks.StreamDecodeError):
+        async for batch in chat_chunks.chunk_batches(
             FakeHTTPResponse([good + b"data: {not json\n\n"])
         ):
             seen.extend(batch)
