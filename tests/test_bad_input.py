@@ -162,3 +162,27 @@ async def test_unknown_route_and_wrong_method_are_json() -> None:
     assert missing.json()["error"]["code"] == "not_found"
     assert wrong.status_code == 405
     assert wrong.json()["error"]["code"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "field", "rule"),
+    [
+        ("GET", "/sessions/bad%20id", "session_id", "1-128 characters of A-Z a-z 0-9 _ - . :"),
+        ("DELETE", "/sessions/" + "a" * 129, "session_id", "1-128 characters of A-Z"),
+        ("GET", "/sessions/ok?owner=key-XYZ", "owner", "key- and 16 hex digits"),
+        ("POST", "/admin/dead-letters/inc-1/retry", "reference", "2-3 capital letters"),
+    ],
+)
+async def test_a_bad_path_or_query_parameter_reads_like_a_bad_body_field(
+    method: str, path: str, field: str, rule: str
+) -> None:
+    """The same plain "field: must be ..." a body field gets, not the regex; and a POST with no
+    body is not blamed on its (absent) Content-Type."""
+    async with asgi_client(create_app(make_settings())) as client:
+        response = await client.request(method, path)
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "invalid_request"
+    assert error["message"].startswith(f"{field}: must be {rule}")
+    assert error["details"][0]["field"] == field
+    assert "pattern" not in error["message"] and "^" not in error["message"]

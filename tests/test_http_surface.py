@@ -55,6 +55,29 @@ async def test_openapi_documents_the_sse_events() -> None:
     assert docs.status_code == 200
 
 
+async def test_every_documented_error_is_our_error_body() -> None:
+    """Each route declares the error statuses it can send, all with `{"error": {...}}`; FastAPI's
+    HTTPValidationError (which the server never sends) is nowhere in the document."""
+    async with asgi_client(create_app(make_settings())) as client:
+        spec = (await client.get("/openapi.json")).json()
+    declared: dict[str, set[str]] = {}
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            errors = {s for s in operation["responses"] if s[0] in "45" and path != "/health"}
+            declared[f"{method.upper()} {path}"] = errors
+            for status in errors:
+                schema = operation["responses"][status]["content"]["application/json"]["schema"]
+                assert schema == {"$ref": "#/components/schemas/ErrorBody"}, (path, status)
+    assert "HTTPValidationError" not in str(spec)
+    keyed = [op for op in declared if op.split(" ")[1] not in {"/", "/health", "/demo"}]
+    assert all("401" in declared[op] for op in keyed)
+    assert {"400", "401", "409", "413", "415", "422", "429", "503"} <= declared["POST /chat"]
+    assert {"401", "404", "422", "503"} <= declared["GET /sessions/{session_id}"]
+    assert {"401", "404", "422", "503"} <= declared["DELETE /sessions/{session_id}"]
+    assert {"403", "404", "422"} <= declared["POST /admin/dead-letters/{reference}/retry"]
+    assert {"400", "404", "409", "429", "503"} <= declared["POST /chatkit"]
+
+
 async def test_request_id_is_returned_and_kept_when_given() -> None:
     async with asgi_client(create_app(make_settings())) as client:
         given = await client.get("/health", headers={"X-Request-Id": "abc-123"})

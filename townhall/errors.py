@@ -207,8 +207,13 @@ def _is_json(content_type: str | None) -> bool:
 async def _validation_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, RequestValidationError)
     problems = error.errors()
-    if request.method in {"POST", "PUT", "PATCH"} and not _is_json(
-        request.headers.get("content-type")
+    # Only a body that did not parse is blamed on its Content-Type: a bad path parameter of a
+    # POST without a body is a 422 like any other.
+    about_the_body = any(problem["loc"][:1] == ("body",) for problem in problems)
+    if (
+        about_the_body
+        and request.method in {"POST", "PUT", "PATCH"}
+        and not _is_json(request.headers.get("content-type"))
     ):
         return JSONResponse(
             error_body("unsupported_media_type", "Content-Type must be application/json."), 415

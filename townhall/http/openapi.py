@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from pydantic import TypeAdapter
 from sse_starlette import EventSourceResponse
 
-from townhall.http.schemas import ChatReply, ErrorBody
+from townhall.http.schemas import ChatReply, error_responses
 from townhall.protocols.chatkit.routes import chatkit_request_schema
 from townhall.protocols.sse import SESSION
 from townhall.settings import Settings
@@ -79,17 +79,9 @@ CHAT_DOCS: dict[str, Any] = {
                 "application/json": {"schema": {"$ref": "#/components/schemas/ChatReply"}},
             },
         },
-        401: {"model": ErrorBody, "description": "API keys are on and none, or a wrong one, came."},
-        409: {"model": ErrorBody, "description": "The session is answering another message."},
-        413: {"model": ErrorBody, "description": "Body over 64 KiB."},
-        415: {"model": ErrorBody, "description": "Content-Type is not application/json."},
-        422: {"model": ErrorBody, "description": "A field is missing or invalid."},
-        429: {"model": ErrorBody, "description": "Over the rate limit; see `Retry-After`."},
-        503: {
-            "model": ErrorBody,
-            "description": "Shutting down, or a store the turn needs is unreachable; see "
-            "`Retry-After`.",
-        },
+        **error_responses(
+            400, 401, 409, 413, 415, 422, 429, 503, s409="The session is answering another message."
+        ),
     },
 }
 

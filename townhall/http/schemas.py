@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -11,7 +12,21 @@ from pydantic_core import PydanticCustomError
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9_\-.:]{1,128}$"
 SESSION_ID_RULE = "1-128 characters of A-Z a-z 0-9 _ - . :"
-_SESSION_ID = re.compile(SESSION_ID_PATTERN)
+
+
+def matching(pattern: str, rule: str) -> Callable[[str | None], str | None]:
+    """A check that a value (when given) matches `pattern`, refusing it with "must be <rule>"."""
+    compiled = re.compile(pattern)
+
+    def check(value: str | None) -> str | None:
+        if value is not None and not compiled.fullmatch(value):
+            raise PydanticCustomError("pattern_mismatch", f"must be {rule}")
+        return value
+
+    return check
+
+
+_valid_session_id = matching(SESSION_ID_PATTERN, SESSION_ID_RULE)
 
 
 class ChatRequest(BaseModel):
@@ -42,9 +57,7 @@ class ChatRequest(BaseModel):
     @field_validator("session_id")
     @classmethod
     def _valid_session_id(cls, value: str | None) -> str | None:
-        if value is not None and not _SESSION_ID.fullmatch(value):
-            raise PydanticCustomError("session_id", f"must be {SESSION_ID_RULE}")
-        return value
+        return _valid_session_id(value)
 
 
 class Usage(BaseModel):
@@ -134,6 +147,34 @@ class ErrorDetail(BaseModel):
 
 class ErrorBody(BaseModel):
     error: ErrorDetail
+
+
+# What each error status means wherever it is sent; a route names the ones it can send.
+ERROR_MEANINGS: dict[int, str] = {
+    400: "The body is not valid JSON, or not a request this endpoint takes.",
+    401: "API keys are on and none, or a wrong one, came.",
+    403: "Only the admin key may do this.",
+    404: "Not found (another key's is not found either).",
+    409: "The conversation is answering another message.",
+    413: "Body over 64 KiB.",
+    415: "Content-Type is not application/json.",
+    422: "A field, path or query parameter is missing or invalid; the message says which.",
+    429: "Over the rate limit; see `Retry-After`.",
+    502: "The upstream service failed.",
+    503: "Shutting down, or a store it needs is unreachable; see `Retry-After`.",
+}
+
+
+def error_responses(*statuses: int, **meanings: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these error statuses, each with our one error body. A meaning
+    given as `s404="..."` replaces the general one for that route."""
+    return {
+        status: {
+            "model": ErrorBody,
+            "description": meanings.get(f"s{status}", ERROR_MEANINGS[status]),
+        }
+        for status in statuses
+    }
 
 
 class DeadLetterInfo(BaseModel):

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from fastapi import APIRouter
-from fastapi import Path as PathParam
 
 from townhall.errors import AdminOnlyError, DeadLetterNotFoundError
 from townhall.http.auth import Principal
+from townhall.http.params import ReferencePath
 from townhall.http.schemas import (
     DeadLetterInfo,
     DeadLetterList,
     DeadLetterRetried,
-    ErrorBody,
+    error_responses,
     iso_time,
 )
 from townhall.http.services import CallerDep, ServicesDep
@@ -26,7 +24,7 @@ def router() -> APIRouter:
         list_dead_letters,
         methods=["GET"],
         response_model=DeadLetterList,
-        responses={403: {"model": ErrorBody}},
+        responses=error_responses(401, 403, 503),
     )
     routes.add_api_route(
         "/admin/dead-letters/{reference}/retry",
@@ -34,7 +32,9 @@ def router() -> APIRouter:
         methods=["POST"],
         status_code=202,
         response_model=DeadLetterRetried,
-        responses={403: {"model": ErrorBody}, 404: {"model": ErrorBody}},
+        responses=error_responses(
+            401, 403, 404, 422, 503, s404="No dead letter with this reference."
+        ),
     )
     return routes
 
@@ -65,7 +65,7 @@ async def list_dead_letters(services: ServicesDep, caller: CallerDep) -> DeadLet
 
 
 async def retry_dead_letter(
-    reference: Annotated[str, PathParam(pattern=r"^[A-Z]{2,3}-[0-9A-Z]{6}$")],
+    reference: ReferencePath,
     services: ServicesDep,
     caller: CallerDep,
 ) -> DeadLetterRetried:

@@ -2,52 +2,47 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Query
-from fastapi import Path as PathParam
+from fastapi import APIRouter
 
 from townhall.http.caller import session_key, session_label
+from townhall.http.params import OwnerQuery, SessionIdPath
 from townhall.http.schemas import (
-    SESSION_ID_PATTERN,
-    ErrorBody,
     SessionDeleted,
     SessionHistory,
     SessionInfo,
     SessionList,
+    error_responses,
     iso_time,
 )
 from townhall.http.services import CallerDep, ServicesDep
 from townhall.sessions.registry import history_messages
 from townhall.sessions.store import SessionMeta
 
-SessionIdPath = Annotated[str, PathParam(pattern=SESSION_ID_PATTERN)]
-OwnerQuery = Annotated[
-    str | None,
-    Query(
-        pattern=r"^key-[0-9a-f]{16}$",
-        description="Admin key only: the id of the API key whose conversation this is (as "
-        "listed in `owner` by GET /sessions). Ignored for other keys.",
-    ),
-]
+NO_SUCH_SESSION = "No conversation with this `session_id` (another key's is not found either)."
 
 
 def router() -> APIRouter:
     routes = APIRouter()
-    routes.add_api_route("/sessions", list_sessions, methods=["GET"], response_model=SessionList)
+    routes.add_api_route(
+        "/sessions",
+        list_sessions,
+        methods=["GET"],
+        response_model=SessionList,
+        responses=error_responses(401, 503),
+    )
     routes.add_api_route(
         "/sessions/{session_id}",
         get_session,
         methods=["GET"],
         response_model=SessionHistory,
-        responses={404: {"model": ErrorBody}},
+        responses=error_responses(401, 404, 422, 503, s404=NO_SUCH_SESSION),
     )
     routes.add_api_route(
         "/sessions/{session_id}",
         delete_session,
         methods=["DELETE"],
         response_model=SessionDeleted,
-        responses={404: {"model": ErrorBody}},
+        responses=error_responses(401, 404, 422, 503, s404=NO_SUCH_SESSION),
     )
     return routes
 

@@ -45,7 +45,7 @@ from townhall.errors import (
     UpstreamError,
 )
 from townhall.http.caller import rate_identity
-from townhall.http.schemas import ErrorBody
+from townhall.http.schemas import error_responses
 from townhall.http.services import CallerDep, ServicesDep
 from townhall.logs import current_request
 from townhall.protocols.chatkit.server import (
@@ -133,9 +133,19 @@ def chatkit_router() -> APIRouter:
                     },
                 },
             },
-            400: {"model": ErrorBody},
-            404: {"model": ErrorBody},
-            409: {"model": ErrorBody},
+            **error_responses(
+                400,
+                401,
+                404,
+                409,
+                413,
+                422,
+                429,
+                503,
+                s404="No thread with this id (another key's is not found either).",
+                s409="The thread is answering another message.",
+                s422="The message is longer than MAX_MESSAGE_CHARS.",
+            ),
         },
     )
     async def chatkit(request: Request, services: ServicesDep, caller: CallerDep) -> Response:
@@ -168,8 +178,8 @@ def chatkit_router() -> APIRouter:
         )
         if not is_streaming_req(parsed):
             return await _answer(server, body, context)
-        # A new answer: admitted as /chat admits a turn (503 shutting_down while draining, 413
-        # for a message over the limit; the rate limit counted this request above), and the
+        # A new answer: admitted as /chat admits a turn (503 shutting_down while draining,
+        # 422 for a message over the limit; the rate limit counted this request above), and the
         # thread's lease taken now, so a busy thread is a 409 and not a broken stream.
         await services.pipeline.admit(rate_identity=None, message=_message_text(parsed))
         lease = None
@@ -190,7 +200,16 @@ def chatkit_router() -> APIRouter:
     @router.post(
         "/api/chatkit/session",
         response_model=HostedSession,
-        responses={503: {"model": ErrorBody}, 502: {"model": ErrorBody}},
+        responses=error_responses(
+            401,
+            413,
+            415,
+            422,
+            502,
+            503,
+            s502="OpenAI refused or failed to create the session.",
+            s503="Hosted ChatKit is not configured (CHATKIT_WORKFLOW_ID, OPENAI_API_KEY).",
+        ),
     )
     async def hosted_session(
         services: ServicesDep,
