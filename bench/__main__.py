@@ -3,10 +3,10 @@
     uv run python -m bench            # the full run (a few minutes)
     uv run python -m bench --quick    # fewer requests, concurrency up to 500
 
-Every process runs on 127.0.0.1: a fake OpenAI upstream (tests/fake_openai.py, Responses API,
-200-token answers), one uvicorn worker per variant, and this load generator. Loads are bounded in
-count and time. Prints a Markdown table (ratios are to the direct relay, measured in the same
-run) and writes it to bench/last-run.md.
+Every process runs on 127.0.0.1: a fake OpenAI upstream (tests/support/fake_openai.py,
+Responses API, 200-token answers), one uvicorn worker per variant, and this load generator.
+Loads are bounded in count and time. Prints a Markdown table (ratios are to the direct relay,
+measured in the same run) and writes it to bench/last-run.md.
 """
 
 from __future__ import annotations
@@ -262,7 +262,14 @@ async def run(quick: bool) -> str:
         }
     fake_port = free_port()
     fake = spawn(
-        [sys.executable, "tests/fake_openai.py", "--port", str(fake_port), "--tokens", str(TOKENS)],
+        [
+            sys.executable,
+            "tests/support/fake_openai.py",
+            "--port",
+            str(fake_port),
+            "--tokens",
+            str(TOKENS),
+        ],
         {},
     )
     upstream = f"http://{HOST}:{fake_port}/v1"

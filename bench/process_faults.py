@@ -7,8 +7,8 @@
   memory while clients read slowly: the lean decoder with its read-ahead credit against the
   SDK's own handler (LEAN_STREAM=false), in one run.
 
-Each starts `uvicorn api:app` as its own process (tests/processes.py), on 127.0.0.1, bounded in
-count and time.
+Each starts `uvicorn api:app` as its own process (tests/support/processes.py), on 127.0.0.1,
+bounded in count and time.
 """
 
 from __future__ import annotations
@@ -27,12 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from fake_openai import FakeOpenAI
-from postgrest_double import PostgRESTDouble
-from processes import clean_env, server_processes
-from support import free_port, live_server, wait_for
 
-TESTS = Path(__file__).resolve().parent.parent / "tests"
+from tests.support.app import free_port, live_server, wait_for
+from tests.support.fake_openai import FakeOpenAI
+from tests.support.postgrest_double import PostgRESTDouble
+from tests.support.processes import clean_env, server_processes
+
+SUPPORT = Path(__file__).resolve().parent.parent / "tests" / "support"
 
 SERVICE_KEY = "sb_secret_process_faults"
 
@@ -199,7 +200,7 @@ def _big_answer_env(
 
 
 def _spawn_fake(port: int, tokens: int) -> subprocess.Popen[bytes]:
-    script = str(TESTS / "fake_openai.py")
+    script = str(SUPPORT / "fake_openai.py")
     return subprocess.Popen([sys.executable, script, "--port", str(port), "--tokens", str(tokens)])
 
 

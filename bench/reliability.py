@@ -2,7 +2,7 @@
 store goes down now and then, and some residents hang up mid-answer. Prints a table of what was
 tried and injected, and what was written, lost (must be 0) and left open (must be 0).
 
-    uv run python bench/reliability.py [--requests 300] [--concurrency 20] [--seed 7]
+    uv run python -m bench.reliability [--requests 300] [--concurrency 20] [--seed 7]
         [--skip-processes]
 
 Everything runs on 127.0.0.1 in this process: a fake OpenAI-compatible upstream (Responses API)
@@ -25,22 +25,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
+import httpx
 
-import httpx  # noqa: E402
-from fake_openai import FAULTS, FakeOpenAI  # noqa: E402
-from postgrest_double import PostgRESTDouble  # noqa: E402
-from process_faults import (  # noqa: E402
+from api import create_app
+from bench.process_faults import (
     health_during_a_big_answer,
     kill_9_while_filing,
     sigterm_with_live_streams,
     slow_reader_memory,
     stalled_reader,
 )
-from support import live_server, make_settings  # noqa: E402
-
-from api import create_app  # noqa: E402
+from tests.support.app import live_server, make_settings
+from tests.support.fake_openai import FAULTS, FakeOpenAI
+from tests.support.postgrest_double import PostgRESTDouble
 
 SERVICE_KEY = "sb_secret_reliability_run"
 TIME_LIMIT_SECONDS = 300

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from chatkit_client import ChatKitClient, thread_id_from
-from session_backends import session_settings
-from support import asgi_client, make_settings
 
 from api import create_app
+from tests.support.app import asgi_client, make_settings
+from tests.support.chatkit_client import ChatKitClient, thread_id_from
+from tests.support.session_backends import session_settings
 from townhall.http.auth import key_id
 from townhall.turns.rate_limit import MemoryRateLimiter
 

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fake_openai import FakeOpenAI
-from processes import clean_env, server_processes
-from support import live_server, wait_for
+
+from tests.support.app import live_server, wait_for
+from tests.support.fake_openai import FakeOpenAI
+from tests.support.processes import clean_env, server_processes
 
 WORD = "w" * 2000  # the fake answers with the message's words: big chunks, few of them
 APIS = ["chat_completions", "responses"]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import httpx
 import pytest
 from agents.testing import ScriptedModel
-from support import asgi_client, live_server, make_settings
 
 from api import create_app
+from tests.support.app import asgi_client, live_server, make_settings
 
 
 def _cases() -> list[tuple[str, dict[str, object], int, str, str]]:

@@ -19,9 +19,9 @@ from agents.testing import ModelCall, ModelStep, ScriptedModel, assistant_messag
 from starlette.applications import Starlette
 from starlette.responses import FileResponse
 from starlette.routing import Route
-from support import free_port, live_server, make_settings
 
 from api import create_app
+from tests.support.app import free_port, live_server, make_settings
 from townhall.http.routes.info import DEMO_PAGE
 from townhall.turns.echo_model import message_events
 

@@ -12,18 +12,11 @@ import pytest
 from agents import RunContextWrapper, function_tool
 from agents.retry import ModelRetryAdvice
 from agents.testing import ModelStep, ScriptedModel, assistant_message, function_call
-from support import (
-    SlowStream,
-    asgi_client,
-    live_server,
-    make_settings,
-    named,
-    read_frames,
-    text_of,
-    wait_for,
-)
 
 from api import create_app
+from tests.support.app import asgi_client, live_server, make_settings, wait_for
+from tests.support.frames import named, read_frames, text_of
+from tests.support.model_streams import SlowStream
 from townhall.context import AppContext
 
 

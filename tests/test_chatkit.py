@@ -11,10 +11,17 @@ from typing import Any
 
 import httpx
 from agents.testing import ModelStep, ScriptedModel, assistant_message, function_call
-from chatkit_client import ChatKitClient, assistant_text, of_type, thread_id_from, user_input
-from support import SlowStream, asgi_client, live_server, make_settings
 
 from api import create_app
+from tests.support.app import asgi_client, live_server, make_settings
+from tests.support.chatkit_client import (
+    ChatKitClient,
+    assistant_text,
+    of_type,
+    thread_id_from,
+    user_input,
+)
+from tests.support.model_streams import SlowStream
 from townhall.protocols.chatkit.routes import create_hosted_session
 
 POTHOLE = {
@@ -267,19 +274,16 @@ def _find(node: Any, component_id: str) -> Any:
     return None
 
 
-async def test_threads_live_in_postgresql_when_the_records_do() -> None:
-    from backends import pg_schema
-
-    async with pg_schema() as dsn:
-        app = create_app(make_settings(database_url=dsn))
-        async with asgi_client(app) as http:
-            client = ChatKitClient(http)
-            thread_id = thread_id_from(await client.create_thread("kept in postgres"))
-            await client.send(thread_id, "second")
-            items = await client.items(thread_id, order="asc", limit=2)
-            rest = await client.items(thread_id, order="asc", limit=2, after=items.after)
-        async with asgi_client(create_app(make_settings(database_url=dsn))) as http:
-            thread = await ChatKitClient(http).thread(thread_id)
+async def test_threads_live_in_postgresql_when_the_records_do(pg_dsn: str) -> None:
+    app = create_app(make_settings(database_url=pg_dsn))
+    async with asgi_client(app) as http:
+        client = ChatKitClient(http)
+        thread_id = thread_id_from(await client.create_thread("kept in postgres"))
+        await client.send(thread_id, "second")
+        items = await client.items(thread_id, order="asc", limit=2)
+        rest = await client.items(thread_id, order="asc", limit=2, after=items.after)
+    async with asgi_client(create_app(make_settings(database_url=pg_dsn))) as http:
+        thread = await ChatKitClient(http).thread(thread_id)
     assert [i.type for i in items.data + rest.data] == [
         "user_message",
         "assistant_message",

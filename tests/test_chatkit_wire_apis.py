@@ -9,35 +9,28 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from chatkit_client import ChatKitClient, assistant_text, of_type, thread_id_from
-from fake_openai import FakeOpenAI
-from support import asgi_client, live_server, make_settings
 
 from api import create_app
+from tests.support.app import asgi_client
+from tests.support.chatkit_client import ChatKitClient, assistant_text, of_type, thread_id_from
+from tests.support.upstream import Upstream
 
 APIS = ["responses", "chat_completions"]
 
 
 @pytest.mark.parametrize("api", APIS)
-async def test_a_three_message_thread_is_answered_on_both_wire_apis(api: str) -> None:
-    fake = FakeOpenAI(tokens=4)
-    async with live_server(fake) as upstream:  # type: ignore[arg-type]
-        app = create_app(
-            make_settings(
-                openai_api_key="sk-fake-key-never-sent-anywhere-else",
-                openai_base_url=f"{upstream}/v1",
-                openai_api=api,
-                model="fake",
-                model_max_retries=0,
-            )
-        )
-        async with asgi_client(app) as http:
-            client = ChatKitClient(http)
-            first = await client.create_thread("potholes on main street")
-            thread_id = thread_id_from(first)
-            second = await client.send(thread_id, "near the bus stop")
-            third = await client.send(thread_id, "quite deep")
-            items = await client.items(thread_id, order="asc", limit=10)
+async def test_a_three_message_thread_is_answered_on_both_wire_apis(
+    api: str, upstream: Upstream
+) -> None:
+    fake = upstream.fake
+    app = create_app(upstream.settings(api, model_max_retries=0))
+    async with asgi_client(app) as http:
+        client = ChatKitClient(http)
+        first = await client.create_thread("potholes on main street")
+        thread_id = thread_id_from(first)
+        second = await client.send(thread_id, "near the bus stop")
+        third = await client.send(thread_id, "quite deep")
+        items = await client.items(thread_id, order="asc", limit=10)
     assert [of_type(events, "error") for events in (first, second, third)] == [[], [], []]
     # The fake prefixes each answer with how many user messages it saw: the history was replayed.
     assert assistant_text(first) == "[1] potholes on main"

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from backends import SERVICE_KEY
-from fake_openai import FakeOpenAI
-from postgrest_double import PostgRESTDouble
-from processes import clean_env, server_processes
-from support import live_server, wait_for
+
+from tests.support.app import live_server, wait_for
+from tests.support.backends import SERVICE_KEY
+from tests.support.fake_openai import FakeOpenAI
+from tests.support.postgrest_double import PostgRESTDouble
+from tests.support.processes import clean_env, server_processes
 
 
 def outbox_depth(path: Path) -> int:

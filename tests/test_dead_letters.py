@@ -14,10 +14,10 @@ import asyncpg
 import httpx
 import pytest
 from agents.testing import ScriptedModel, assistant_message, function_call
-from backends import backend
-from support import asgi_client, make_settings
 
 from api import create_app
+from tests.support.app import asgi_client, make_settings
+from tests.support.backends import backend
 
 ADMIN = {"Authorization": "Bearer admin-secret-dl"}
 RESIDENT = {"Authorization": "Bearer resident-secret-dl"}

@@ -7,11 +7,11 @@ import asyncio
 from pathlib import Path
 
 import httpx
-from fake_openai import FakeOpenAI
-from processes import clean_env, server_processes
-from support import live_server, make_settings, wait_for
 
 from api import create_app
+from tests.support.app import live_server, make_settings, wait_for
+from tests.support.fake_openai import FakeOpenAI
+from tests.support.processes import clean_env, server_processes
 
 CLIENTS = 200
 

@@ -6,10 +6,11 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from processes import clean_env, server_process
-from support import asgi_client, make_settings, read_frames
 
 from api import create_app
+from tests.support.app import asgi_client, make_settings
+from tests.support.frames import read_frames
+from tests.support.processes import clean_env, server_process
 
 HELLO = {"message": "Hello from the backend", "session_id": "test123"}
 EXPECTED = (

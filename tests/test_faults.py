@@ -11,10 +11,11 @@ from typing import Any
 
 import httpx
 import pytest
-from fake_openai import FakeOpenAI
-from support import asgi_client, live_server, make_settings, wait_for
 
 from api import create_app
+from tests.support.app import asgi_client, live_server, wait_for
+from tests.support.fake_openai import FakeOpenAI
+from tests.support.upstream import Upstream, serve_upstream
 
 APIS = ["responses", "chat_completions"]
 
@@ -23,19 +24,9 @@ APIS = ["responses", "chat_completions"]
 async def server_on_fake(
     api: str, **settings: Any
 ) -> AsyncIterator[tuple[httpx.AsyncClient, FakeOpenAI]]:
-    fake = FakeOpenAI(tokens=8)
-    async with live_server(fake) as upstream:  # type: ignore[arg-type]
-        app = create_app(
-            make_settings(
-                openai_api_key="sk-fake-key-never-sent-anywhere-else",
-                openai_base_url=f"{upstream}/v1",
-                openai_api=api,
-                model="fake",
-                **settings,
-            )
-        )
-        async with asgi_client(app) as client:
-            yield client, fake
+    async with serve_upstream(tokens=8) as upstream:
+        async with asgi_client(create_app(upstream.settings(api, **settings))) as client:
+            yield client, upstream.fake
 
 
 async def chat(client: httpx.AsyncClient, message: str = "hello there friend", **body: Any) -> str:
@@ -155,22 +146,15 @@ async def test_a_stream_broken_after_text_is_not_replayed(
     assert_one_warning_and_no_traceback(caplog, error_codes(text)[0])
 
 
-async def test_no_upstream_stream_is_left_open_after_clients_leave() -> None:
-    fake = FakeOpenAI(tokens=400, delay=0.01)
-    async with live_server(fake) as upstream:  # type: ignore[arg-type]
-        app = create_app(
-            make_settings(
-                openai_api_key="sk-fake",
-                openai_base_url=f"{upstream}/v1",
-                openai_api="responses",
-                model="fake",
-            )
-        )
-        async with live_server(app) as base_url, httpx.AsyncClient(base_url=base_url) as client:
-            for n in range(5):
-                async with client.stream("POST", "/chat", json={"message": f"long {n}"}) as r:
-                    async for line in r.aiter_lines():
-                        if line.startswith("data:  "):
-                            break
-            await wait_for(lambda: fake.open_streams == 0, limit=3)
+async def test_no_upstream_stream_is_left_open_after_clients_leave(upstream: Upstream) -> None:
+    fake = upstream.fake
+    fake.tokens, fake.delay = 400, 0.01
+    app = create_app(upstream.settings("responses"))
+    async with live_server(app) as base_url, httpx.AsyncClient(base_url=base_url) as client:
+        for n in range(5):
+            async with client.stream("POST", "/chat", json={"message": f"long {n}"}) as r:
+                async for line in r.aiter_lines():
+                    if line.startswith("data:  "):
+                        break
+        await wait_for(lambda: fake.open_streams == 0, limit=3)
     assert fake.served == 5

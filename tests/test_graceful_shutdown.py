@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from chatkit_client import user_input
-from fake_openai import FakeOpenAI
-from processes import ServerProcess, clean_env, server_processes
-from support import live_server
+
+from tests.support.app import live_server
+from tests.support.chatkit_client import user_input
+from tests.support.fake_openai import FakeOpenAI
+from tests.support.processes import ServerProcess, clean_env, server_processes
 
 GRACE = 2.0
 

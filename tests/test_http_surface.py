@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from support import asgi_client, make_settings
-
 from api import create_app
+from tests.support.app import asgi_client, make_settings
 
 
 async def test_cors_preflight_from_the_default_front_end_origin() -> None:

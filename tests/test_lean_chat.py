@@ -383,11 +383,11 @@ async def test_credit_bounds_what_runs_ahead_of_the_reader() -> None:
 # --- through the Runner and the app, against the fake upstream ----------------------------------
 
 from agents import Agent, RawResponsesStreamEvent, RunConfig, Runner  # noqa: E402
-from fake_openai import FakeOpenAI  # noqa: E402
 from openai import AsyncOpenAI  # noqa: E402
-from support import asgi_client, live_server, make_settings, wait_for  # noqa: E402
 
 from api import create_app  # noqa: E402
+from tests.support.app import asgi_client, live_server, make_settings, wait_for  # noqa: E402
+from tests.support.fake_openai import FakeOpenAI  # noqa: E402
 from townhall.turns.lean_chat import LeanChatCompletionsModel  # noqa: E402
 from townhall.turns.stream_limits import CURRENT_CREDIT  # noqa: E402
 

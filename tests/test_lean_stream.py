@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from fake_openai import ResponsesStream, ToolCallStream
 from openai.types.responses import ResponseStreamEvent
 from pydantic import TypeAdapter
 
+from tests.support.fake_openai import ResponsesStream, ToolCallStream
 from townhall.turns.lean_responses import StreamDecodeError, decode_stream
 
 FULL = TypeAdapter[ResponseStreamEvent](ResponseStreamEvent)

@@ -15,10 +15,10 @@ from typing import Any
 import httpx
 import pytest
 from agents.testing import ScriptedModel, assistant_message, function_call
-from backends import Backend, backend
-from support import asgi_client, make_settings
 
 from api import create_app
+from tests.support.app import asgi_client, make_settings
+from tests.support.backends import Backend, backend
 
 OUTAGE_BACKENDS = ["postgresql", "supabase"]
 

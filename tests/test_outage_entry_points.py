@@ -12,10 +12,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from backends import backend
-from support import asgi_client, free_port, make_settings
 
 from api import create_app
+from tests.support.app import asgi_client, free_port, make_settings
+from tests.support.backends import backend
 
 
 def assert_unavailable(response: httpx.Response) -> None:

@@ -9,8 +9,8 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
-from support import parse_sse as parse
 
+from tests.support.frames import parse_sse as parse
 from townhall.http.schemas import SESSION_ID_PATTERN, ChatRequest
 from townhall.protocols.sse import DONE_FRAME, encode_event, encode_text
 

@@ -22,12 +22,12 @@ from typing import Any
 import httpx
 import pytest
 from agents.testing import ModelCall, ModelStep, ScriptedModel, assistant_message, function_call
-from backends import BACKENDS, backend
 from chatkit.types import ThreadMetadata
-from chatkit_client import ChatKitClient, thread_id_from, user_input
-from support import asgi_client, make_settings
 
 from api import create_app
+from tests.support.app import asgi_client, make_settings
+from tests.support.backends import BACKENDS, backend
+from tests.support.chatkit_client import ChatKitClient, thread_id_from, user_input
 from townhall.db.sqlite import SQLiteFile
 from townhall.protocols.chatkit.server import ChatKitRequestContext
 from townhall.protocols.chatkit.store import CHATKIT_SCHEMA, ChatKitStore

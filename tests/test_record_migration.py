@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
-from backends import pg_schema
 
 from townhall.records.filing import RecordDesk
 from townhall.records.model import Viewer
@@ -72,21 +71,22 @@ async def test_sqlite_files_open_again_after_the_migration(tmp_path: Path) -> No
         await store.close()
 
 
-async def test_postgresql_migration_keeps_old_rows_for_the_admin_only(tmp_path: Path) -> None:
-    async with pg_schema() as dsn:
-        conn = await asyncpg.connect(dsn)
-        try:
-            await conn.execute(OLD_INCIDENTS.replace("created_at TEXT", "created_at timestamptz"))
-            await conn.execute(OLD_ROW)
-        finally:
-            await conn.close()
-        key, anonymous, admin = await _lookups(PostgresRecordStore(dsn), tmp_path)
-        conn = await asyncpg.connect(dsn)
-        try:
-            rows = await conn.fetch("SELECT reference, owner, conversation_id FROM incidents")
-            feedback = await conn.fetchval("SELECT count(*) FROM feedback")
-        finally:
-            await conn.close()
+async def test_postgresql_migration_keeps_old_rows_for_the_admin_only(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute(OLD_INCIDENTS.replace("created_at TEXT", "created_at timestamptz"))
+        await conn.execute(OLD_ROW)
+    finally:
+        await conn.close()
+    key, anonymous, admin = await _lookups(PostgresRecordStore(pg_dsn), tmp_path)
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        rows = await conn.fetch("SELECT reference, owner, conversation_id FROM incidents")
+        feedback = await conn.fetchval("SELECT count(*) FROM feedback")
+    finally:
+        await conn.close()
     assert [tuple(r) for r in rows] == [("INC-OLD234", None, None)]
     assert feedback == 0  # the table the old schema lacked was made
     assert key is None and anonymous is None
@@ -112,36 +112,37 @@ async def supabase_roles(dsn: str) -> AsyncIterator[None]:
         await conn.close()
 
 
-async def test_row_level_security_refuses_the_anon_key_and_lets_the_service_key_in() -> None:
-    async with pg_schema() as dsn:
-        async with supabase_roles(dsn):
-            conn = await asyncpg.connect(dsn)
+async def test_row_level_security_refuses_the_anon_key_and_lets_the_service_key_in(
+    pg_dsn: str,
+) -> None:
+    async with supabase_roles(pg_dsn):
+        conn = await asyncpg.connect(pg_dsn)
+        try:
+            schema = await conn.fetchval("SELECT current_schema()")
+            await conn.execute(SCHEMA_SQL.read_text())
+            await conn.execute(SCHEMA_SQL.read_text())  # idempotent
+            await conn.execute(OLD_ROW)
+            # What Supabase grants its API roles by default: table privileges for all.
+            for role in ("anon", "authenticated", "service_role"):
+                await conn.execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
+                await conn.execute(f"GRANT ALL ON ALL TABLES IN SCHEMA {schema} TO {role}")
+            seen = {}
+            for role in ("anon", "authenticated", "service_role"):
+                async with conn.transaction():
+                    await conn.execute(f"SET LOCAL ROLE {role}")
+                    seen[role] = await conn.fetchval("SELECT count(*) FROM incidents")
+            refused_write = None
             try:
-                schema = await conn.fetchval("SELECT current_schema()")
-                await conn.execute(SCHEMA_SQL.read_text())
-                await conn.execute(SCHEMA_SQL.read_text())  # idempotent
-                await conn.execute(OLD_ROW)
-                # What Supabase grants its API roles by default: table privileges for all.
-                for role in ("anon", "authenticated", "service_role"):
-                    await conn.execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
-                    await conn.execute(f"GRANT ALL ON ALL TABLES IN SCHEMA {schema} TO {role}")
-                seen = {}
-                for role in ("anon", "authenticated", "service_role"):
-                    async with conn.transaction():
-                        await conn.execute(f"SET LOCAL ROLE {role}")
-                        seen[role] = await conn.fetchval("SELECT count(*) FROM incidents")
-                refused_write = None
-                try:
-                    async with conn.transaction():
-                        await conn.execute("SET LOCAL ROLE anon")
-                        await conn.execute(OLD_ROW.replace("INC-OLD234", "INC-ANON22"))
-                except asyncpg.InsufficientPrivilegeError as error:
-                    refused_write = error
-                policies = await conn.fetchval(
-                    "SELECT count(*) FROM pg_policies WHERE schemaname = $1", schema
-                )
-            finally:
-                await conn.close()
+                async with conn.transaction():
+                    await conn.execute("SET LOCAL ROLE anon")
+                    await conn.execute(OLD_ROW.replace("INC-OLD234", "INC-ANON22"))
+            except asyncpg.InsufficientPrivilegeError as error:
+                refused_write = error
+            policies = await conn.fetchval(
+                "SELECT count(*) FROM pg_policies WHERE schemaname = $1", schema
+            )
+        finally:
+            await conn.close()
     assert seen == {"anon": 0, "authenticated": 0, "service_role": 1}
     assert refused_write is not None
     assert policies == 4  # deny anon and authenticated, on incidents and feedback, made once

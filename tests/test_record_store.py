@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from backends import BACKENDS, SERVICE_KEY, Backend, backend
 
+from tests.support.backends import BACKENDS, SERVICE_KEY, Backend, backend
 from townhall.records.filing import RecordDesk
 from townhall.records.model import Feedback, Filer, Incident
 from townhall.records.outbox import Outbox

@@ -12,17 +12,11 @@ from typing import Any
 
 import httpx
 from agents.testing import ModelCall, ModelStep, ScriptedModel, assistant_message, function_call
-from support import (
-    SlowStream,
-    asgi_client,
-    live_server,
-    make_settings,
-    named,
-    read_frames,
-    wait_for,
-)
 
 from api import create_app
+from tests.support.app import asgi_client, live_server, make_settings, wait_for
+from tests.support.frames import named, read_frames
+from tests.support.model_streams import SlowStream
 from townhall.records.model import Filer
 from townhall.records.store import SQLiteRecordStore
 

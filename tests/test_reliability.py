@@ -1,14 +1,9 @@
-"""A short reliability run (bench/reliability.py): upstream faults, store outages and residents
-hanging up, and still no record lost and no stream left open."""
+"""A short reliability run (`python -m bench.reliability`): upstream faults, store outages and
+residents hanging up, and still no record lost and no stream left open."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-
-import reliability  # noqa: E402
+from bench import reliability
 
 
 async def test_nothing_lost_and_nothing_left_open_under_faults() -> None:

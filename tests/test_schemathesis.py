@@ -8,8 +8,9 @@ from collections.abc import Iterator
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
-from processes import clean_env, server_process
 from schemathesis.checks import not_a_server_error
+
+from tests.support.processes import clean_env, server_process
 
 EXAMPLES_PER_OPERATION = 25
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from backends import pg_schema
-from fake_openai import FakeOpenAI
-from processes import clean_env, server_processes
-from support import live_server
 
+from tests.support.app import live_server
+from tests.support.backends import pg_schema
+from tests.support.fake_openai import FakeOpenAI
+from tests.support.processes import clean_env, server_processes
 from townhall.logs import mask_url
 
 API_KEY_A, API_KEY_B = "townhall-key-a-7f3k9q", "townhall-key-b-2m8x4w"

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from session_backends import SESSION_BACKENDS, session_settings
-from support import make_settings
 
+from tests.support.app import make_settings
+from tests.support.session_backends import SESSION_BACKENDS, session_settings
 from townhall.errors import (
     SessionBusyError,
     SessionCapacityError,

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from support import asgi_client, make_settings
 
 from api import create_app
+from tests.support.app import asgi_client, make_settings
 from townhall.errors import SessionBusyError, SessionCapacityError, SessionNotFoundError
 from townhall.sessions.registry import MemorySession, SessionRegistry, drop_unanswered_tool_calls
 

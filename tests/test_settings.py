@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from processes import PROJECT, clean_env
 
 from agents_def import choose_model
+from tests.support.processes import PROJECT, clean_env
 from townhall.settings import Settings, SettingsError
 from townhall.turns.echo_model import EchoModel
 

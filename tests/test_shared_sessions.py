@@ -12,10 +12,11 @@ from typing import Any
 
 import httpx
 import pytest
-from fake_openai import FakeOpenAI
-from processes import clean_env, server_processes
-from session_backends import session_settings
-from support import live_server
+
+from tests.support.app import live_server
+from tests.support.fake_openai import FakeOpenAI
+from tests.support.processes import clean_env, server_processes
+from tests.support.session_backends import session_settings
 
 BACKENDS = ["redis", "postgresql", "sqlite"]
 LOCK_SECONDS = 1.5

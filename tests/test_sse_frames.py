@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from support import parse_sse as parse
 
+from tests.support.frames import parse_sse as parse
 from townhall.protocols.sse import (
     DONE_FRAME,
     PIECE_CHARS,

@@ -1,7 +1,7 @@
 """Server processes for tests: `uvicorn api:app` started as its own process on a free port.
 
 The port is bound (and listening) here before the process starts, and the socket handed to
-uvicorn (tests/uvicorn_on_socket.py): picking a free port and letting the child bind it later
+uvicorn (uvicorn_on_socket.py): picking a free port and letting the child bind it later
 races with every other process on a loaded machine, and a health poll sent before the child
 listens can even connect to itself (TCP self-connect) and take the port.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 
-PROJECT = Path(__file__).resolve().parent.parent
+PROJECT = Path(__file__).resolve().parents[2]  # where api.py is
 ON_SOCKET = Path(__file__).with_name("uvicorn_on_socket.py")
 
 

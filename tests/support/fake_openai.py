@@ -11,7 +11,8 @@ Shared by the fault suite and the benchmark. It answers with the last user messa
     malformed  stream half the answer, then an event that is not JSON
 
 Control it in-process (`FakeOpenAI.faults.extend([...])`) or over HTTP (`POST /_control` with
-{"faults": [...], "tokens": N, "delay": s}). Run it alone: `python tests/fake_openai.py --port N`.
+{"faults": [...], "tokens": N, "delay": s}). Run it alone:
+`python tests/support/fake_openai.py --port N`.
 Events are pre-encoded byte templates, so it is cheap enough never to be a benchmark's bottleneck.
 """
 

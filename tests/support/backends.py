@@ -16,10 +16,10 @@ from typing import Any
 from urllib.parse import urlencode, urlparse, urlunparse
 
 import pytest
-from postgrest_double import PostgRESTDouble
-from support import live_server
-from tcp_proxy import CuttableProxy
 
+from tests.support.app import live_server
+from tests.support.postgrest_double import PostgRESTDouble
+from tests.support.tcp_proxy import CuttableProxy
 from townhall.records.store import (
     PostgresRecordStore,
     RecordStore,

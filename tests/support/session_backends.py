@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from backends import pg_schema
+
+from tests.support.backends import pg_schema
 
 SESSION_BACKENDS = ["memory", "redis", "sqlite", "postgresql"]
 SHARED_BACKENDS = ["redis", "postgresql"]

@@ -16,7 +16,7 @@ from chatkit.types import (
     UserMessageInput,
     UserMessageTextContent,
 )
-from pydantic import BaseModel, TypeAdapter
+from pydantic import TypeAdapter
 
 EVENT = TypeAdapter[ThreadStreamEvent](ThreadStreamEvent)
 ITEMS = TypeAdapter[Page[ThreadItem]](Page[ThreadItem])
@@ -38,7 +38,7 @@ class ChatKitClient:
     http: httpx.AsyncClient
     path: str = "/chatkit"
 
-    async def stream(self, op: str, params: dict[str, Any]) -> list[BaseModel]:
+    async def stream(self, op: str, params: dict[str, Any]) -> list[ThreadStreamEvent]:
         """A streaming op; every `data:` frame must parse as a ThreadStreamEvent."""
         response = await self.http.post(self.path, json={"type": op, "params": params})
         assert response.status_code == 200, response.text
@@ -54,10 +54,10 @@ class ChatKitClient:
     async def call(self, op: str, params: dict[str, Any]) -> httpx.Response:
         return await self.http.post(self.path, json={"type": op, "params": params})
 
-    async def create_thread(self, text: str) -> list[BaseModel]:
+    async def create_thread(self, text: str) -> list[ThreadStreamEvent]:
         return await self.stream("threads.create", {"input": user_input(text)})
 
-    async def send(self, thread_id: str, text: str) -> list[BaseModel]:
+    async def send(self, thread_id: str, text: str) -> list[ThreadStreamEvent]:
         return await self.stream(
             "threads.add_user_message", {"thread_id": thread_id, "input": user_input(text)}
         )
@@ -78,17 +78,17 @@ class ChatKitClient:
         return THREAD.validate_json(response.content)
 
 
-def of_type(events: list[BaseModel], type_: str) -> list[Any]:
+def of_type(events: list[ThreadStreamEvent], type_: str) -> list[Any]:
     return [event for event in events if getattr(event, "type", None) == type_]
 
 
-def thread_id_from(events: list[BaseModel]) -> str:
+def thread_id_from(events: list[ThreadStreamEvent]) -> str:
     created = of_type(events, "thread.created")
     assert created, events
     return str(created[0].thread.id)
 
 
-def assistant_text(events: list[BaseModel]) -> str:
+def assistant_text(events: list[ThreadStreamEvent]) -> str:
     done = [
         e.item for e in of_type(events, "thread.item.done") if e.item.type == "assistant_message"
     ]

@@ -16,7 +16,7 @@ import uvicorn
 
 
 def main() -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # where api.py is
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # where api.py is
     listener = socket.socket(fileno=int(sys.argv[1]))  # the family is read from the socket
     uvicorn.Server(uvicorn.Config("api:app")).run(sockets=[listener])
 

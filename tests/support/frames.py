@@ -1,0 +1,49 @@
+"""Reading SSE the way clients do: httpx-sse's parser over a response or raw bytes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from httpx_sse import EventSource
+
+
+@dataclass(frozen=True)
+class Frame:
+    event: str  # "message" for plain data events, as the SSE spec names them
+    data: str
+
+    def json(self) -> Any:
+        return json.loads(self.data)
+
+
+async def read_frames(response: httpx.Response) -> list[Frame]:
+    """Parse a streamed response with a real SSE parser (httpx-sse)."""
+    return [Frame(sse.event, sse.data) async for sse in EventSource(response).aiter_sse()]
+
+
+def named(frames: Sequence[Frame], event: str) -> list[Any]:
+    return [frame.json() for frame in frames if frame.event == event]
+
+
+def text_of(frames: Sequence[Frame]) -> str:
+    return "".join(
+        frame.data for frame in frames if frame.event == "message" and frame.data != "[DONE]"
+    )
+
+
+def parse_sse(stream: bytes) -> list[tuple[str, str]]:
+    """Feed bytes through httpx-sse's line and event decoders (a spec-following parser)."""
+    from httpx_sse._decoders import SSEDecoder, SSELineDecoder
+
+    lines = SSELineDecoder()
+    decoder = SSEDecoder()
+    events = []
+    for line in lines.decode(stream.decode()) + lines.flush():
+        event = decoder.decode(line)
+        if event is not None:
+            events.append((event.event, event.data))
+    return events
