@@ -271,8 +271,12 @@ class RecordDesk:
                 next_due = None
             wait = IDLE_SYNC_SECONDS if next_due is None else max(0.0, next_due - self._clock())
             self._wake.clear()
+            # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that arrives as
+            # its inner wait completes (a filing woke us as close() cancelled), and the loop
+            # would run on with close() waiting for it.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), min(wait, IDLE_SYNC_SECONDS))
+                async with asyncio.timeout(min(wait, IDLE_SYNC_SECONDS)):
+                    await self._wake.wait()
 
     def _backoff(self, attempts: int) -> float:
         delay = min(self.retry_max, self.retry_base * 2 ** (attempts - 1))

@@ -90,6 +90,14 @@ class Outbox:
         )
 
         def insert_then_find(conn: sqlite3.Connection) -> str:
+            # The same report set aside earlier keeps its reference: the resident who repeats
+            # it is given that one, which an admin's retry makes resolve, and no second entry
+            # is queued that could not be set aside next to it (dead_letters.dedupe_key).
+            dead = conn.execute(
+                "SELECT reference FROM dead_letters WHERE dedupe_key = ?", (record.dedupe_key,)
+            ).fetchone()
+            if dead is not None:
+                return str(dead[0])
             conn.execute(
                 "INSERT INTO outbox (reference, kind, dedupe_key, session_id, payload, queued_at,"
                 " next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
@@ -109,8 +117,12 @@ class Outbox:
         return str(row[0]) if row else None
 
     async def get(self, reference: str) -> Record | None:
+        """The record held here under `reference`: queued, or set aside as a dead letter (not
+        in the store either way, and still the resident's)."""
         row = await self._db.fetchone(
-            "SELECT kind, payload FROM outbox WHERE reference = ?", (reference,)
+            "SELECT kind, payload FROM outbox WHERE reference = ?"
+            " UNION ALL SELECT kind, payload FROM dead_letters WHERE reference = ?",
+            (reference, reference),
         )
         return _decode(row[0], row[1]) if row else None
 
@@ -168,7 +180,9 @@ class Outbox:
                     " ON CONFLICT DO NOTHING",
                     (now, reference),
                 ).rowcount
-                conn.execute("DELETE FROM dead_letters WHERE reference = ?", (reference,))
+                # A letter is only ever deleted once it is queued again, never lost to a clash.
+                if moved:
+                    conn.execute("DELETE FROM dead_letters WHERE reference = ?", (reference,))
             return bool(moved)
 
         return await self._db.run(move)
