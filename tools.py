@@ -19,7 +19,7 @@ from agents.function_schema import function_schema
 from pydantic import Field, ValidationError
 
 from townhall.context import AppContext
-from townhall.records.filing import Filing, RecordsUnavailableError
+from townhall.records.filing import Filing, Found, RecordsUnavailableError
 from townhall.records.model import Feedback, Incident, IncidentCategory, Record, Sentiment
 from townhall.records.receipts import FilingReceipt, StatusAnswer
 from townhall.turns.events import ToolCall
@@ -210,16 +210,20 @@ async def check_report_status(
         category=record.category_label(),
         summary=record.summary() if full else None,
         created_at=record.created_at.isoformat(timespec="seconds"),
-        note=_status_note(found.queued, full),
+        note=_status_note(found, full),
     ).model_dump_json()
 
 
 NOT_FOUND_NOTE = "No report with this reference was filed by this resident."
 
 
-def _status_note(queued: bool, full: bool) -> str:
+def _status_note(found: Found, full: bool) -> str:
     notes = []
-    if queued:
+    if found.set_aside:
+        notes.append(
+            "Saved, but the city's system could not take it yet; staff have been alerted to it."
+        )
+    elif found.queued:
         notes.append("Saved locally; it reaches the city's system within minutes.")
     if not full:
         notes.append(

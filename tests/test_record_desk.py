@@ -376,7 +376,7 @@ async def test_a_dead_letter_still_resolves_for_its_filer(desk: Desk, tmp_path: 
     await bury(desk, first)
     found = await desk.desk.lookup(first.reference, FILER_VIEW)
     again = await desk.desk.file(pothole(location="Closed Road 5"))
-    assert found is not None and found.queued
+    assert found is not None and found.queued and found.set_aside
     assert found.record.reference == first.reference
     assert again.reference == first.reference and again.duplicate
     assert await desk.desk.outbox.depth() == 0  # nothing second queued beside the letter

@@ -57,6 +57,7 @@ class Found:
     record: Record
     queued: bool
     visibility: Visibility
+    set_aside: bool = False  # a dead letter: the store refused it, staff must look
 
 
 @dataclass
@@ -217,9 +218,9 @@ class RecordDesk:
         the same work is done in both cases (a queued record the viewer may not see still asks
         the store), so neither the answer nor an outage tells them apart.
         """
-        queued = await self.outbox.get(reference)
-        if queued is not None and (seen := visibility(queued, viewer)) is not None:
-            return Found(queued, True, seen)
+        held = await self.outbox.held(reference)
+        if held is not None and (seen := visibility(held[0], viewer)) is not None:
+            return Found(held[0], True, seen, set_aside=held[1])
         try:
             stored = await asyncio.wait_for(self.store.get(reference), self.write_timeout)
         except Exception as error:

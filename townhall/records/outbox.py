@@ -117,14 +117,21 @@ class Outbox:
         return str(row[0]) if row else None
 
     async def get(self, reference: str) -> Record | None:
-        """The record held here under `reference`: queued, or set aside as a dead letter (not
-        in the store either way, and still the resident's)."""
+        """The queued record under `reference`."""
         row = await self._db.fetchone(
-            "SELECT kind, payload FROM outbox WHERE reference = ?"
-            " UNION ALL SELECT kind, payload FROM dead_letters WHERE reference = ?",
-            (reference, reference),
+            "SELECT kind, payload FROM outbox WHERE reference = ?", (reference,)
         )
         return _decode(row[0], row[1]) if row else None
+
+    async def held(self, reference: str) -> tuple[Record, bool] | None:
+        """The record held here under `reference`, and whether it was set aside as a dead
+        letter (not in the store either way, and still the resident's)."""
+        row = await self._db.fetchone(
+            "SELECT kind, payload, 0 FROM outbox WHERE reference = ?"
+            " UNION ALL SELECT kind, payload, 1 FROM dead_letters WHERE reference = ?",
+            (reference, reference),
+        )
+        return (_decode(row[0], row[1]), bool(row[2])) if row else None
 
     async def due(self, now: float, limit: int = 50) -> list[QueuedRecord]:
         rows = await self._db.fetchall(
