@@ -135,6 +135,11 @@ class FakeOpenAI:
             return
         chunks = stream.chunks()
         cut_at = len(chunks) // 2 if fault in {"cut", "malformed"} else None
+        # Paced on an absolute schedule: token i is due at t0 + i * delay, and a late one goes
+        # out at once. Sleeping `delay` after each token instead would slow the fake down with
+        # the machine, and a server's overload would never show (coordinated omission).
+        loop = asyncio.get_running_loop()
+        started, tokens_sent = loop.time(), 0
         for index, chunk in enumerate(chunks):
             if gone.is_set():
                 return
@@ -154,7 +159,10 @@ class FakeOpenAI:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
             self.sent_bytes += len(chunk)
             if self.delay and stream.is_token(index):
-                await asyncio.sleep(self.delay)
+                tokens_sent += 1
+                wait = started + tokens_sent * self.delay - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
