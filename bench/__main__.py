@@ -1,7 +1,7 @@
 """The benchmark: our /chat against a direct relay and the plain Agents SDK, in one run.
 
     uv run python -m bench            # the full run (a few minutes)
-    uv run python -m bench --quick    # fewer requests, concurrency up to 500
+    uv run python -m bench --quick    # fewer requests, a ladder up to 300 streams
 
 Every process runs on 127.0.0.1: a fake OpenAI upstream (tests/support/fake_openai.py,
 Responses API, 200-token answers), one uvicorn worker per variant, and this load generator.
@@ -185,22 +185,56 @@ async def saturation(
     }
 
 
-async def hold(server: Server, variant: Variant, streams: int) -> dict[str, float]:
-    """`streams` concurrent answers at 20 ms token gaps: failures and received gaps."""
+LADDER_TOKENS = 100
+LADDER_GAP = 0.02
+# The answer's ideal duration: its last token is due (tokens - 1) gaps after the first.
+IDEAL_SECONDS = (LADDER_TOKENS - 1) * LADDER_GAP
+HELD_TTFT_P99_MS = 250
+HELD_DURATION_SLACK = 0.10
+
+
+async def hold(server: Server, variant: Variant, streams: int) -> dict[str, Any]:
+    """`streams` answers of 100 tokens at 20 ms gaps (paced on an absolute schedule by the fake),
+    opened over one second: what a resident feels at this load. "Held": every admitted stream
+    ended with [DONE], TTFT p99 <= 250 ms, duration p99 <= the ideal + 10%."""
 
     async def one(n: int) -> StreamResult:
         await asyncio.sleep(n / streams)  # open them over one second
         session = f"hold-{streams}-{n}" if variant.sessions else None
         return await stream_chat(HOST, server.port, "hello there friend", session, keep_times=True)
 
-    async with asyncio.timeout(60):
+    cpu0, wall0 = server.cpu_seconds(), time.perf_counter()
+    async with asyncio.timeout(90):
         results = await asyncio.gather(*(one(n) for n in range(streams)))
-    gaps = [gap * 1000 for r in results if r.ok for gap in r.gaps()]
-    return {
-        "failed": sum(not r.ok for r in results),
-        "gap_p50": pct(gaps, 0.5),
+    cpu = (server.cpu_seconds() - cpu0) / (time.perf_counter() - wall0)
+    statuses: dict[str, int] = {}
+    for r in results:
+        status = "200" if r.error is None else (r.error.split(" ")[1:2] or [r.error])[0]
+        statuses[status] = statuses.get(status, 0) + 1
+    admitted = [r for r in results if r.error is None or not r.error.startswith("HTTP/")]
+    done = [r for r in admitted if r.ok]
+    ttft = [r.ttft * 1000 for r in done if r.ttft is not None]
+    duration = [r.total for r in done if r.total is not None]
+    gaps = [gap * 1000 for r in done for gap in r.gaps()]
+    row = {
+        "streams": streams,
+        "admitted": len(admitted),
+        "done": len(done),
+        "statuses": statuses,
+        "ttft_p50": pct(ttft, 0.5),
+        "ttft_p99": pct(ttft, 0.99),
+        "duration_p50": pct(duration, 0.5),
+        "duration_p99": pct(duration, 0.99),
         "gap_p99": pct(gaps, 0.99),
+        "cpu_percent": 100 * cpu,
+        "rss_mib": server.rss_mib(),
     }
+    row["held"] = (
+        len(done) == len(admitted) > 0
+        and row["ttft_p99"] <= HELD_TTFT_P99_MS
+        and row["duration_p99"] <= IDEAL_SECONDS * (1 + HELD_DURATION_SLACK)
+    )
+    return row
 
 
 async def idle_session_kib(count: int = 10_000) -> dict[str, float]:
@@ -248,6 +282,9 @@ VARIANTS = [
     Variant("plain Agents SDK", "bench.variants:plain_sdk"),
     Variant("our /chat, stock decoder", "api:app", {"LEAN_STREAM": "false"}, sessions=True),
     Variant("our /chat", "api:app", sessions=True),
+    Variant(
+        "our /chat, Chat Completions", "api:app", {"OPENAI_API": "chat_completions"}, sessions=True
+    ),
 ]
 
 
@@ -273,7 +310,7 @@ async def run(quick: bool) -> str:
         {},
     )
     upstream = f"http://{HOST}:{fake_port}/v1"
-    ladder = [100, 500] if quick else [100, 500, 1000, 2000]
+    ladder = [50, 150, 300] if quick else [50, 150, 300, 500, 1000]
     rows: dict[str, dict[str, Any]] = {}
     try:
         await wait_healthy_fake(fake_port)
@@ -285,10 +322,9 @@ async def run(quick: bool) -> str:
                 await latency(server, variant, 10)  # warm-up
                 row |= await latency(server, variant, 30 if quick else 100)
                 row |= await saturation(server, variant, 32, 5 if quick else 10, 20_000)
-                await control(upstream, tokens=100, delay=0.02)
+                await control(upstream, tokens=LADDER_TOKENS, delay=LADDER_GAP)
                 for streams in ladder:
-                    result = await hold(server, variant, streams)
-                    row[f"hold_{streams}"] = result
+                    row[f"hold_{streams}"] = await hold(server, variant, streams)
                 row["rss_mib"] = server.rss_mib()
             finally:
                 server.process.terminate()
@@ -334,21 +370,13 @@ def render(
     line(f"total time, {TOKENS}-token answer, p50 (ms)", "total_p50", ".1f")
     line("events/s at saturation (32 clients)", "events_per_s", ",.0f")
     line("server CPU per 1,000 events (ms)", "cpu_ms_per_1k_events", ".1f")
-    for streams in ladder:
-        cells = []
-        for name in names:
-            held = rows[name][f"hold_{streams}"]
-            cells.append(
-                f"{held['failed']} failed, gap p50 {held['gap_p50']:.0f} / "
-                f"p99 {held['gap_p99']:.0f} ms"
-            )
-        lines.append(f"| {streams} streams at 20 ms gaps | " + " | ".join(cells) + " |")
     line("server resident memory after the run (MiB)", "rss_mib", ".0f", ratio=False)
     line("cold start to first /health (s)", "cold_start_s", ".2f", ratio=False)
     lines.append(
         f"| memory per idle session (KiB) | - | SQLiteSession: "
         f"{memory['sqlite_session']:.1f} | {memory['ours']:.2f} |"
     )
+    lines += ["", *ladder_table(rows, ladder)]
     header = [
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
         f", {platform.system()} {platform.release()}; one uvicorn worker per variant; fake upstream"
@@ -357,6 +385,38 @@ def render(
         "",
     ]
     return "\n".join(header + lines) + "\n"
+
+
+def ladder_table(rows: dict[str, dict[str, Any]], ladder: list[int]) -> list[str]:
+    """Every load step as a resident feels it, and the last step each variant held."""
+    out = [
+        f"Load ladder: {LADDER_TOKENS}-token answers at {LADDER_GAP * 1000:.0f} ms gaps (ideal "
+        f"{IDEAL_SECONDS:.2f} s), N streams opened over one second. Held = every admitted stream "
+        f"ends with [DONE], TTFT p99 <= {HELD_TTFT_P99_MS} ms, duration p99 <= ideal + "
+        f"{HELD_DURATION_SLACK:.0%}.",
+        "",
+        "| variant | streams | [DONE] / admitted | statuses | TTFT p50 / p99 (ms) "
+        "| duration p50 / p99 (s) | receive gap p99 (ms) | server CPU | server RSS (MiB) | held |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    knees = []
+    for name, row in rows.items():
+        knee, unbroken = None, True
+        for streams in ladder:
+            step = row[f"hold_{streams}"]
+            statuses = ", ".join(f"{k}: {v}" for k, v in sorted(step["statuses"].items()))
+            out.append(
+                f"| {name} | {streams} | {step['done']} / {step['admitted']} | {statuses} "
+                f"| {step['ttft_p50']:.0f} / {step['ttft_p99']:.0f} "
+                f"| {step['duration_p50']:.2f} / {step['duration_p99']:.2f} "
+                f"| {step['gap_p99']:.0f} | {step['cpu_percent']:.0f}% | {step['rss_mib']:.0f} "
+                f"| {'yes' if step['held'] else 'no'} |"
+            )
+            unbroken = unbroken and step["held"]
+            if unbroken:
+                knee = streams
+        knees.append(f"- {name}: {'none held' if knee is None else f'{knee} streams'}")
+    return [*out, "", "Knee (the last level held, with every level below it held):", *knees]
 
 
 def main() -> None:
