@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.records import OWNER, pothole
 from townhall.records.filing import Filing, RecordDesk, RecordsUnavailableError
-from townhall.records.model import Filer, Incident, Viewer
+from townhall.records.model import Incident, Viewer
 from townhall.records.outbox import Outbox
 from townhall.records.store import SQLiteRecordStore
 
-OWNER = "key-0123456789abcdef"
 FILER_VIEW = Viewer(OWNER, "conv_s1")
 LATER = 10_000.0  # past any backoff the desk picks with its default retry settings
 
@@ -42,17 +42,6 @@ class Desk:
         """Move the clock past every retry due and sync once."""
         self.clock.now += LATER
         return await self.desk.sync_once()
-
-
-def pothole(session_id: str = "s1", **changes: object) -> Incident:
-    fields = {
-        "category": "pothole",
-        "description": "Deep pothole in the right lane",
-        "location": "Main Street 12",
-        "severity": 3,
-    } | changes
-    filer = Filer(OWNER, f"conv_{session_id}", session_id)
-    return Incident.create(filer, **fields)  # type: ignore[return-value]
 
 
 def refuse_closed_roads(path: Path) -> None:

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from tests.support.backends import BACKENDS, SERVICE_KEY, Backend, backend
+from tests.support.records import pothole
 from townhall.records.filing import RecordDesk
-from townhall.records.model import Feedback, Filer, Incident
+from townhall.records.model import Feedback, Filer
 from townhall.records.outbox import Outbox
 from townhall.records.store import RecordStore, ReferenceTakenError, SQLiteRecordStore
 
@@ -27,19 +28,6 @@ async def store_and_backend(
             yield store, chosen
         finally:
             await store.close()
-
-
-def pothole(session_id: str = "s1", **changes: object) -> Incident:
-    fields = {
-        "category": "pothole",
-        "description": "Deep pothole in the right lane",
-        "location": "Main Street 12",
-        "severity": 3,
-        "occurred_at": "this morning",
-        "reporter_name": "Ana",
-    } | changes
-    filer = Filer("key-0123456789abcdef", f"conv_{session_id}", session_id)
-    return Incident.create(filer, **fields)  # type: ignore[return-value]
 
 
 async def test_insert_then_get_round_trips_every_field(

@@ -42,11 +42,16 @@ class Backend:
     double: PostgRESTDouble | None = None
 
 
-def pg_url() -> str:
-    url = os.environ.get("TEST_DATABASE_URL")
+def service_url(variable: str, service: str) -> str:
+    """The URL of a real local service from `variable`, or the test is skipped saying so."""
+    url = os.environ.get(variable)
     if not url:
-        pytest.skip("TEST_DATABASE_URL is not set (PostgreSQL tests need a real server)")
+        pytest.skip(f"{variable} is not set ({service} tests need a real server)")
     return url
+
+
+def pg_url() -> str:
+    return service_url("TEST_DATABASE_URL", "PostgreSQL")
 
 
 @contextlib.asynccontextmanager

@@ -4,25 +4,19 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from tests.support.backends import pg_schema
+from tests.support.backends import pg_schema, service_url
 
 SESSION_BACKENDS = ["memory", "redis", "sqlite", "postgresql"]
 SHARED_BACKENDS = ["redis", "postgresql"]
 
 
 def redis_url() -> str:
-    url = os.environ.get("TEST_REDIS_URL")
-    if not url:
-        pytest.skip("TEST_REDIS_URL is not set (Redis tests need a real server)")
-    return url
+    return service_url("TEST_REDIS_URL", "Redis")
 
 
 @contextlib.asynccontextmanager
