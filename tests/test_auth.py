@@ -179,3 +179,10 @@ async def test_limits_are_shared_through_redis(tmp_path: Path) -> None:
                 (await b.post("/chat", json={"message": "4"})).status_code,
             ]
     assert statuses == [200, 200, 200, 429]
+
+
+async def test_errors_name_the_callers_session_label_never_the_key_id() -> None:
+    async with asgi_client(create_app(make_settings(**KEYS))) as client:
+        missing = await client.get("/sessions/abc", headers=bearer("key-one-secret"))
+    assert missing.status_code == 404
+    assert missing.json()["error"]["message"] == "No session with id 'abc'."

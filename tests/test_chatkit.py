@@ -292,3 +292,32 @@ async def test_threads_live_in_postgresql_when_the_records_do(pg_dsn: str) -> No
     ]
     assert items.has_more and not rest.has_more
     assert thread.title == "kept in postgres"
+
+
+async def test_page_limits_past_what_sqlite_holds_or_below_one_get_a_clear_answer() -> None:
+    """A limit past 64 bits was a 500 (OverflowError from SQLite); it is a page of at most
+    MAX_PAGE_SIZE now, and a limit below 1 is a 400 that says so."""
+    async with asgi_client(create_app(make_settings())) as http:
+        client = ChatKitClient(http)
+        thread_id = thread_id_from(await client.create_thread("a pothole"))
+        huge = await client.call(
+            "items.list", {"thread_id": thread_id, "limit": 2**63, "order": "asc"}
+        )
+        threads = await client.call("threads.list", {"limit": 2**63 - 1})
+        negative = await client.call("items.list", {"thread_id": thread_id, "limit": -2})
+    assert huge.status_code == threads.status_code == 200
+    assert [item["type"] for item in huge.json()["data"]] == ["user_message", "assistant_message"]
+    assert [t["id"] for t in threads.json()["data"]] == [thread_id]
+    assert negative.status_code == 400
+    assert negative.json()["error"] == {
+        "code": "invalid_chatkit_request",
+        "message": "params.limit must be at least 1.",
+    }
+
+
+async def test_an_error_does_not_send_a_huge_input_back() -> None:
+    async with asgi_client(create_app(make_settings())) as http:
+        bad_type = await http.post("/chatkit", json={"type": "Z" * 60_000})
+        no_thread = await ChatKitClient(http).call("threads.get_by_id", {"thread_id": "Z" * 60_000})
+    assert bad_type.status_code == 400 and len(bad_type.content) < 1_000
+    assert no_thread.status_code == 404 and len(no_thread.content) < 1_000

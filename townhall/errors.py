@@ -34,12 +34,23 @@ class AppError(Exception):
         self.headers = headers
 
 
+def shown(value: str, limit: int = 80) -> str:
+    """A client's value quoted in an error message: bounded, so a huge id is not sent back."""
+    return repr(value if len(value) <= limit else value[:limit] + "...")
+
+
+def _label(key: str) -> str:
+    # A conversation is kept under "<key id>/<label>" (http.caller.session_key); the caller
+    # named only the label, and the key id is ours.
+    return key.rsplit("/", 1)[-1]
+
+
 class SessionNotFoundError(AppError):
     status_code = 404
     code = "session_not_found"
 
     def __init__(self, session_id: str) -> None:
-        super().__init__(f"No session with id {session_id!r}.")
+        super().__init__(f"No session with id {shown(_label(session_id))}.")
 
 
 class RateLimitedError(AppError):
@@ -66,7 +77,7 @@ class DeadLetterNotFoundError(AppError):
     code = "dead_letter_not_found"
 
     def __init__(self, reference: str) -> None:
-        super().__init__(f"No dead letter with reference {reference!r}.")
+        super().__init__(f"No dead letter with reference {shown(reference)}.")
 
 
 class SessionBusyError(AppError):
@@ -75,7 +86,7 @@ class SessionBusyError(AppError):
 
     def __init__(self, session_id: str) -> None:
         super().__init__(
-            f"Session {session_id!r} is still answering a previous message; "
+            f"Session {shown(_label(session_id))} is still answering a previous message; "
             "wait for that reply to finish, then send again."
         )
 
@@ -128,7 +139,7 @@ class ThreadNotFoundError(AppError):
     code = "thread_not_found"
 
     def __init__(self, thread_id: str) -> None:
-        super().__init__(f"No ChatKit thread with id {thread_id!r}.")
+        super().__init__(f"No ChatKit thread with id {shown(thread_id)}.")
 
 
 class ChatKitItemNotFoundError(AppError):
@@ -142,7 +153,8 @@ class ThreadBusyError(AppError):
 
     def __init__(self, thread_id: str) -> None:
         super().__init__(
-            f"Thread {thread_id!r} is still answering a previous message; wait for it to finish."
+            f"Thread {shown(thread_id)} is still answering a previous message; wait for it to "
+            "finish."
         )
 
 

@@ -136,7 +136,7 @@ def check_owner(session_id: str, recorded: str | None, owner: str | None) -> Non
     answer), so a key cannot even learn that it exists. Each key's labels are kept apart
     (requests_context.session_key), so this only guards against a mistake there."""
     if owner is not None and recorded != owner:
-        raise SessionNotFoundError(session_id.rsplit("/", 1)[-1])
+        raise SessionNotFoundError(session_id)
 
 
 class RepairedHistory:

@@ -159,6 +159,9 @@ def chatkit_router() -> APIRouter:
             raise ChatKitRequestError(_describe(invalid)) from None
         if not isinstance(parsed, SUPPORTED_REQUESTS):
             raise ChatKitRequestError(f"{parsed.type} is not supported by this server.")
+        limit = getattr(getattr(parsed, "params", None), "limit", None)
+        if isinstance(limit, int) and limit < 1:
+            raise ChatKitRequestError("params.limit must be at least 1.")
         message_input = getattr(getattr(parsed, "params", None), "input", None)
         if getattr(message_input, "attachments", None):
             raise ChatKitRequestError("This server does not accept attachments.")
@@ -289,4 +292,6 @@ def _describe(invalid: ValidationError) -> str:
     first = problems[0]
     where = ".".join(str(p) for p in first["loc"]) or "body"
     more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
-    return f"Not a valid ChatKit request: {where}: {first['msg']}{more}"
+    # Bounded: a tag error quotes the tag the client sent, whatever its length.
+    problem = first["msg"] if len(first["msg"]) <= 200 else first["msg"][:200] + "..."
+    return f"Not a valid ChatKit request: {where[:200]}: {problem}{more}"

@@ -95,6 +95,7 @@ class ChatKitStore(Store[Any]):
     async def load_threads(
         self, limit: int, after: str | None, order: str, context: Any
     ) -> Page[ThreadMetadata]:
+        limit = _page_size(limit)
         descending = order == "desc"
         conditions: list[str] = []
         params: list[Any] = []
@@ -137,6 +138,7 @@ class ChatKitStore(Store[Any]):
     async def load_thread_items(
         self, thread_id: str, after: str | None, limit: int, order: str, context: Any
     ) -> Page[ThreadItem]:
+        limit = _page_size(limit)
         descending = order == "desc"
         cursor = ""
         params: list[Any] = [thread_id]
@@ -217,3 +219,12 @@ class AttachmentsUnsupportedError(Exception):
 def _sortable(moment: datetime) -> str:
     """ISO text that sorts in time order (ChatKit makes naive local datetimes; keep them as is)."""
     return moment.isoformat()
+
+
+# A page is at most this long, whatever a client asks (an integer past SQLite's 64 bits made it
+# a 500); `has_more` and the cursor still lead to the rest.
+MAX_PAGE_SIZE = 1000
+
+
+def _page_size(limit: int) -> int:
+    return max(1, min(limit, MAX_PAGE_SIZE))
