@@ -91,7 +91,10 @@ async def test_memory_settles_after_repeated_storms(tmp_path: Path) -> None:
     """RSS after three more storms stays within 10% of RSS after the first three (a leak would grow
     with every storm; the first ones pay for warm-up: imports, pools, caches, and a garbage
     collector tuned to collect less often reaching its steady size)."""
-    fake = FakeOpenAI(tokens=2000, delay=0.01, keep_requests=False)
+    # Paced so this machine keeps up with 200 streams: the fake keeps an absolute schedule, and
+    # tokens that fell behind would burst out, lengthening each cut-off turn's saved partial
+    # answer: session content kept on purpose, which is not what this test looks for.
+    fake = FakeOpenAI(tokens=2000, delay=0.05, keep_requests=False)
     async with live_server(fake) as upstream:  # type: ignore[arg-type]
         env = clean_env(
             OPENAI_API_KEY="sk-fake",
