@@ -90,6 +90,9 @@ def chatkit_request_schema() -> tuple[dict[str, Any], dict[str, Any]]:
         if "const" in tag:
             definition["required"] = sorted({*definition.get("required", []), "type"})
     definitions["UserMessageInput"]["properties"]["attachments"]["maxItems"] = 0  # no uploads here
+    # A page of no items (or fewer) is refused with a 400, so the schema says so.
+    for page in ("ItemsListParams", "ThreadListParams"):
+        definitions[page]["properties"]["limit"]["anyOf"][0]["minimum"] = 1
     return schema, definitions
 
 
