@@ -16,7 +16,6 @@ import sys
 from collections.abc import Sequence
 
 from agents import Model, Tool
-from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from agents_def import build_town_hall_agent, choose_model, model_settings
@@ -28,6 +27,7 @@ from townhall.http.lifespan import lifespan
 from townhall.http.middleware import BodyLimitMiddleware, RequestLogMiddleware
 from townhall.http.openapi import with_limits
 from townhall.http.routes import admin, chat, info, sessions
+from townhall.http.send_buffer import TownHallApp
 from townhall.http.services import build_services
 from townhall.logs import configure_logging
 from townhall.protocols.chatkit.routes import chatkit_router
@@ -47,7 +47,7 @@ def create_app(
     tools: Sequence[Tool] | None = None,
     store: RecordStore | None = None,
     clock: Clock | None = None,
-) -> FastAPI:
+) -> TownHallApp:
     """Build the app. `model` overrides the choice from settings (tests pass a ScriptedModel),
     `tools` the town-hall tools, `store` the record store the settings name."""
     settings = settings or Settings.from_env()
@@ -60,13 +60,14 @@ def create_app(
     services = build_services(
         settings, choice, agent, progress_line=progress_line, store=store, clock=clock
     )
-    app = FastAPI(
+    app = TownHallApp(
         title=SERVICE_NAME,
         version=VERSION,
         description="Streams the city's town-hall assistant to chat clients as Server-Sent Events.",
         lifespan=lifespan,
     )
     app.state.services = services
+    app.send_buffer_bytes = settings.stream_send_buffer_bytes
     app.openapi = with_limits(app, settings)  # type: ignore[method-assign]
     install_error_handlers(app)
     for routes in (info.router(), chat.router(), sessions.router(), admin.router()):
@@ -87,7 +88,7 @@ def create_app(
     return app
 
 
-def _app_from_environment() -> FastAPI:
+def _app_from_environment() -> TownHallApp:
     """The app uvicorn serves. An invalid setting ends start-up with one line naming it (no
     traceback: nothing is wrong with the code), and exit status 1."""
     try:

@@ -181,10 +181,16 @@ DECODERS = {True: "lean decoder + credit", False: "SDK's own"}
 
 
 def _big_answer_env(
-    upstream: str, data: Path, api: str, lean: bool, read_ahead: str = "64000"
+    upstream: str,
+    data: Path,
+    api: str,
+    lean: bool,
+    read_ahead: str = "64000",
+    send_buffer: str = "65536",
 ) -> dict[str, str]:
     return clean_env(
         STREAM_READ_AHEAD_CHARS=read_ahead,
+        STREAM_SEND_BUFFER_BYTES=send_buffer,
         OPENAI_API_KEY="sk-fake",
         OPENAI_BASE_URL=f"{upstream}/v1",
         OPENAI_API=api,
@@ -236,11 +242,16 @@ async def _fake_sent_bytes(client: httpx.AsyncClient, upstream: str) -> int:
 
 @contextlib.asynccontextmanager
 async def _big_answer_server(
-    tokens: int, api: str, lean: bool, prefix: str, read_ahead: str = "64000"
+    tokens: int,
+    api: str,
+    lean: bool,
+    prefix: str,
+    read_ahead: str = "64000",
+    send_buffer: str = "65536",
 ) -> AsyncIterator[tuple[str, Any]]:
     data = Path(tempfile.mkdtemp(prefix=prefix))
     async with fake_process(tokens) as upstream:
-        env = _big_answer_env(upstream, data, api, lean, read_ahead)
+        env = _big_answer_env(upstream, data, api, lean, read_ahead, send_buffer)
         async with server_processes([env], data) as (server,):
             yield upstream, server
 
@@ -372,12 +383,17 @@ async def slow_reader_memory(
     """Server memory while 10 clients each read a 40 MB answer at 20 KB/s through a 64 KiB
     receive window (a slow link's; on loopback the default window grows until the client's
     kernel holds the whole answer, and no reader is slow): both wire APIs, lean decoder +
-    credit vs the SDK's own."""
+    credit vs the SDK's own, and the send buffer fixed (the default) vs left to the kernel."""
     rows: dict[str, Any] = {}
+    variants = ((True, "65536"), (True, "0"), (False, "65536"))
     for api in APIS:
-        for lean in (True, False):
+        for lean, send_buffer in variants:
             async with _big_answer_server(
-                answer_chars // (len(WORD) + 1), api, lean, "townhall-slow-"
+                answer_chars // (len(WORD) + 1),
+                api,
+                lean,
+                "townhall-slow-",
+                send_buffer=send_buffer,
             ) as (upstream, server):
                 pid = server.process.pid
                 limits = httpx.Limits(max_connections=readers + 2)
@@ -407,7 +423,9 @@ async def slow_reader_memory(
 
                     await asyncio.gather(*(read_slowly(n) for n in range(readers)))
                     pulled = await _fake_sent_bytes(stats, upstream)
-            name = f"{readers} slow readers (20 KB/s, {seconds:.0f} s), {api}, {DECODERS[lean]}"
+            kernel = ", send buffer left to the kernel" if send_buffer == "0" else ""
+            name = f"{readers} slow readers (20 KB/s, {seconds:.0f} s), {api}, "
+            name += DECODERS[lean] + kernel
             rows[f"{name}: server RSS growth per reader (MiB)"] = round(
                 (peak - before) / 1024 / readers, 2
             )

@@ -60,6 +60,9 @@ class Settings(BaseModel):
     # How far (delta characters) the model is read ahead of what the client has taken; 0 means
     # no bound (the upstream is read as fast as it sends, whatever the client reads).
     stream_read_ahead_chars: int = Field(64_000, ge=0)
+    # Each connection's kernel send buffer (bytes; the kernel doubles it): how far the server can
+    # write ahead of a slow reader. 0 leaves it to the kernel's autotuning (up to tcp_wmem's max).
+    stream_send_buffer_bytes: int = Field(65_536, ge=0, le=64 * 1024 * 1024)
     gc_tuning: bool = True
     sse_ping_seconds: float = Field(15, gt=0)
     shutdown_grace_seconds: float = Field(20, ge=0)

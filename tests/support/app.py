@@ -42,12 +42,14 @@ async def asgi_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @contextlib.asynccontextmanager
-async def live_server(app: FastAPI, port: int = 0) -> AsyncIterator[str]:
-    """The app behind a real uvicorn server on 127.0.0.1 (a free port by default), in this loop."""
+async def live_server(app: FastAPI, port: int = 0, http: str = "auto") -> AsyncIterator[str]:
+    """The app behind a real uvicorn server on 127.0.0.1 (a free port by default), in this loop;
+    `http` picks uvicorn's HTTP implementation (h11 or httptools)."""
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
         port=port,
+        http=http,  # type: ignore[arg-type]
         log_level="warning",
         lifespan="on",
         timeout_graceful_shutdown=3,
