@@ -102,6 +102,18 @@ class SessionCapacityError(AppError):
         )
 
 
+class AtCapacityError(AppError):
+    status_code = 503
+    code = "at_capacity"
+
+    def __init__(self, limit: int, retry_after: int) -> None:
+        super().__init__(
+            f"The town hall is answering as many residents as it can ({limit} at once); "
+            "send your message again in a few seconds.",
+            headers={"Retry-After": str(retry_after)},
+        )
+
+
 class ShuttingDownError(AppError):
     status_code = 503
     code = "shutting_down"

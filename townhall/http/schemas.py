@@ -161,7 +161,7 @@ ERROR_MEANINGS: dict[int, str] = {
     422: "A field, path or query parameter is missing or invalid; the message says which.",
     429: "Over the rate limit; see `Retry-After`.",
     502: "The upstream service failed.",
-    503: "Shutting down, or a store it needs is unreachable; see `Retry-After`.",
+    503: "At capacity, shutting down, or a store it needs is unreachable; see `Retry-After`.",
 }
 
 

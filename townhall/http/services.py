@@ -25,6 +25,7 @@ from townhall.sessions.factory import choose_session_store
 from townhall.sessions.registry import Clock, SessionRegistry
 from townhall.sessions.store import SessionStore
 from townhall.settings import Settings, sqlite_path
+from townhall.turns.capacity import TurnSlots
 from townhall.turns.drain import Drain
 from townhall.turns.model_choice import ModelChoice
 from townhall.turns.pipeline import TurnPipeline
@@ -84,6 +85,7 @@ def build_services(
         sessions=sessions,
         desk=desk,
         drain=drain,
+        slots=TurnSlots(settings.max_concurrent_turns),
         rate_limiter=rate_limiter,
         max_message_chars=settings.max_message_chars,
     )

@@ -1,14 +1,15 @@
 """The one way a turn runs, whatever protocol asked for it.
 
 admit (the server is not draining, the caller is within its rate limit, the message is not too
-long, the conversation's lease is free) -> run the agent (runner.TurnRunner) -> typed events
-(events.py), which a protocol adapter (protocols/) renders. The adapter ends the turn with
-`OpenTurn.release()` however its response ends.
+long, a turn slot is free, the conversation's lease is free) -> run the agent
+(runner.TurnRunner) -> typed events (events.py), which a protocol adapter (protocols/) renders.
+The adapter ends the turn with `OpenTurn.release()` however its response ends.
 
 /chat keeps its conversations in the session store, whose lease carries their history: `open()`
-does it all. ChatKit keeps its threads itself: it admits with `admit()` and leases the thread
-from its own `Leases` before its response starts (so a refusal is still a plain HTTP error),
-then `start()`s the turn with the thread's items as input.
+does it all. ChatKit keeps its threads itself: it admits with `admit()` (and holds the slot it
+gets for its whole response) and leases the thread from its own `Leases` before its response
+starts (so a refusal is still a plain HTTP error), then `start()`s the turn with the thread's
+items as input.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from townhall.context import AppContext
 from townhall.errors import MessageTooLongError
 from townhall.records.filing import RecordDesk
 from townhall.sessions.store import SessionStore, TurnLease
+from townhall.turns.capacity import Slot, TurnSlots
 from townhall.turns.drain import Drain
 from townhall.turns.events import Finished, TurnEvent
 from townhall.turns.rate_limit import RateLimiter, enforce
@@ -55,6 +57,7 @@ class OpenTurn:
         session_id: str,
         events: AsyncGenerator[TurnEvent, None],
         untrack: Callable[[], None],
+        slot: Slot | None = None,
     ) -> None:
         self.store = store
         self.lease = lease
@@ -62,6 +65,7 @@ class OpenTurn:
         self.events = events
         self.completed = False
         self._untrack = untrack
+        self._slot = slot
         self._released = False
 
     def observe(self, event: TurnEvent) -> None:
@@ -73,6 +77,8 @@ class OpenTurn:
             return
         self._released = True
         self._untrack()
+        if self._slot is not None:
+            self._slot.release()
         # Shielded: this often runs in a response that is being cancelled (the client left),
         # and a lease that is not returned keeps the conversation busy until its lock lapses.
         with anyio.CancelScope(shield=True):
@@ -92,6 +98,7 @@ class TurnPipeline:
         sessions: SessionStore,
         desk: RecordDesk,
         drain: Drain,
+        slots: TurnSlots,
         rate_limiter: RateLimiter | None,
         max_message_chars: int,
     ) -> None:
@@ -99,17 +106,20 @@ class TurnPipeline:
         self.sessions = sessions
         self.desk = desk
         self.drain = drain
+        self.slots = slots
         self.rate_limiter = rate_limiter
         self.max_message_chars = max_message_chars
 
-    async def admit(self, *, rate_identity: str | None, message: str) -> None:
-        """Raises the AppError that says why a new turn is refused (`rate_identity` None: the
-        protocol has already counted this request against the caller's rate limit)."""
+    async def admit(self, *, rate_identity: str | None, message: str) -> Slot:
+        """The admitted turn's slot, or the AppError that says why a new turn is refused
+        (`rate_identity` None: the protocol has already counted this request against the
+        caller's rate limit). The caller releases the slot however the turn ends."""
         self.drain.admit()
         if rate_identity is not None:
             await enforce(self.rate_limiter, rate_identity)
         if len(message) > self.max_message_chars:
             raise MessageTooLongError(len(message), self.max_message_chars)
+        return self.slots.take()  # last: a refusal above must not hold a slot
 
     async def open(
         self,
@@ -123,8 +133,12 @@ class TurnPipeline:
     ) -> OpenTurn:
         """Admit a turn on the conversation kept under `key` (the client calls it `session_id`)
         and start it. Raises the AppError that says why a turn is refused."""
-        await self.admit(rate_identity=rate_identity, message=message)
-        lease = await self.sessions.begin_turn(key, owner=caller.owner, creator=caller.key_id)
+        slot = await self.admit(rate_identity=rate_identity, message=message)
+        try:
+            lease = await self.sessions.begin_turn(key, owner=caller.owner, creator=caller.key_id)
+        except BaseException:
+            slot.release()
+            raise
         context = AppContext(
             session_id=session_id,
             request_id=request_id,
@@ -133,7 +147,7 @@ class TurnPipeline:
             conversation_id=lease.conversation_id,
             admin=caller.admin_key,
         )
-        return self.start(self.sessions, lease, message, context, label=session_id)
+        return self.start(self.sessions, lease, message, context, label=session_id, slot=slot)
 
     def start(
         self,
@@ -143,8 +157,10 @@ class TurnPipeline:
         context: AppContext,
         *,
         label: str,
+        slot: Slot | None = None,
     ) -> OpenTurn:
-        """Run an admitted turn on `lease` (which `leases` handed out and gets back)."""
+        """Run an admitted turn on `lease` (which `leases` handed out and gets back); the turn
+        gives back `slot` when it ends (ChatKit's route holds its own)."""
         untrack = self.drain.track(lambda: lease.cancel(SERVER_RESTARTING.code))
         events = self.runner.stream(lease, agent_input, context)
-        return OpenTurn(leases, lease, label, events, untrack)
+        return OpenTurn(leases, lease, label, events, untrack, slot)

@@ -61,6 +61,15 @@ async def health(services: ServicesDep) -> JSONResponse:
             | ({"notice": ECHO_NOTICE} if services.model.mode == "echo" else {}),
         ),
         "sessions": sessions,
+        # How full this worker is: a full one refuses new turns (503 at_capacity) but is well.
+        "turns": Check(
+            status="ok",
+            detail={
+                "answering": services.pipeline.slots.taken,
+                "limit": services.pipeline.slots.limit,
+                "refused": services.pipeline.slots.refused,
+            },
+        ),
         **_drain_check(services.drain),
         **records,
     }

@@ -36,6 +36,7 @@ from fastapi import APIRouter, Body, Request
 from fastapi.responses import Response, StreamingResponse
 from openai import AsyncOpenAI, OpenAIError
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+from starlette.background import BackgroundTask
 
 from townhall.errors import (
     ChatKitItemNotFoundError,
@@ -56,6 +57,7 @@ from townhall.protocols.chatkit.server import (
 )
 from townhall.protocols.chatkit.store import AttachmentsUnsupportedError
 from townhall.sessions.store import TurnLease
+from townhall.turns.capacity import Slot
 from townhall.turns.rate_limit import enforce
 
 logger = logging.getLogger(__name__)
@@ -187,20 +189,22 @@ def chatkit_router() -> APIRouter:
         # A new answer: admitted as /chat admits a turn (503 shutting_down while draining,
         # 422 for a message over the limit; the rate limit counted this request above), and the
         # thread's lease taken now, so a busy thread is a 409 and not a broken stream.
-        await services.pipeline.admit(rate_identity=None, message=_message_text(parsed))
+        slot = await services.pipeline.admit(rate_identity=None, message=_message_text(parsed))
         lease = None
-        if thread_id is not None:
-            lease = await server.leases.begin_turn(thread_id, caller.owner, caller.key_id)
         try:
+            if thread_id is not None:
+                lease = await server.leases.begin_turn(thread_id, caller.owner, caller.key_id)
             result = await server.process(body, replace(context, lease=lease))
         except BaseException:
-            await _give_back(server, lease)
+            await _let_go(server, lease, slot)
             raise
         assert isinstance(result, StreamingResult)
         return StreamingResponse(
-            _stream(result, server, lease),
+            _stream(result, server, lease, slot),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            # Also runs when the client left before the body started (the generator never ran).
+            background=BackgroundTask(_let_go, server, lease, slot),
         )
 
     @router.post(
@@ -264,7 +268,7 @@ async def _answer(
 
 
 async def _stream(
-    result: StreamingResult, server: TownHallChatKitServer, lease: TurnLease | None
+    result: StreamingResult, server: TownHallChatKitServer, lease: TurnLease | None, slot: Slot
 ) -> AsyncIterator[bytes]:
     try:
         async for chunk in result:
@@ -274,11 +278,13 @@ async def _stream(
         # cutting it off (ChatKitServer has logged the traceback).
         yield b"data: " + STREAM_FAILED.model_dump_json().encode() + b"\n\n"
     finally:
-        await _give_back(server, lease)
+        await _let_go(server, lease, slot)
 
 
-async def _give_back(server: TownHallChatKitServer, lease: TurnLease | None) -> None:
-    """The thread's lease, if the turn did not end it (it never started, or broke early)."""
+async def _let_go(server: TownHallChatKitServer, lease: TurnLease | None, slot: Slot) -> None:
+    """The turn's slot, and the thread's lease if the turn did not end it (it never started, or
+    broke early). Both are idempotent: the stream's end and the background task both call it."""
+    slot.release()
     if lease is not None:
         await server.leases.end_turn(lease, completed=False)
 
