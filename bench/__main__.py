@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 
 from bench.loadgen import StreamResult, stream_chat
+from bench.request_cost import request_opening_ms
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKENS = 200
@@ -331,10 +332,11 @@ async def run(quick: bool) -> str:
                 server.process.wait(timeout=20)
             rows[variant.name] = row
         memory = await idle_session_kib(2000 if quick else 10_000)
+        opening = await request_opening_ms(rounds=3 if quick else 6)
     finally:
         fake.terminate()
         fake.wait(timeout=10)
-    return render(rows, memory, ladder, quick)
+    return render(rows, memory, opening, ladder, quick)
 
 
 async def wait_healthy_fake(port: int) -> None:
@@ -349,7 +351,11 @@ async def wait_healthy_fake(port: int) -> None:
 
 
 def render(
-    rows: dict[str, dict[str, Any]], memory: dict[str, float], ladder: list[int], quick: bool
+    rows: dict[str, dict[str, Any]],
+    memory: dict[str, float],
+    opening: dict[str, float],
+    ladder: list[int],
+    quick: bool,
 ) -> str:
     base = rows[VARIANTS[0].name]
     names = list(rows)
@@ -376,6 +382,13 @@ def render(
         f"| memory per idle session (KiB) | - | SQLiteSession: "
         f"{memory['sqlite_session']:.1f} | {memory['ours']:.2f} |"
     )
+    lines += [
+        "",
+        "CPU to open one Responses request (client + a recording server in one process, "
+        f"alternated): the client's `responses.create()` {opening['sdk_create']:.2f} ms, ours "
+        f"without its parameter transform {opening['untransformed']:.2f} ms "
+        f"({opening['untransformed'] / opening['sdk_create']:.2f}x).",
+    ]
     lines += ["", *ladder_table(rows, ladder)]
     header = [
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"

@@ -20,6 +20,7 @@ from openai._models import construct_type
 from openai.types.responses import ResponseStreamEvent, ResponseTextDeltaEvent
 from pydantic import BaseModel
 
+from townhall.turns.response_request import open_response_stream
 from townhall.turns.sse_decode import MAX_EVENT_BYTES, EventSplitter, StreamDecodeError, data_of
 from townhall.turns.stream_limits import CURRENT_CREDIT, MAX_ANSWER_CHARS, guarded
 
@@ -177,7 +178,7 @@ class LeanResponsesModel(OpenAIResponsesModel):
             stream=True,
             prompt=prompt,
         )
-        opening = self._get_client().responses.with_streaming_response.create(**create_kwargs)
+        opening = open_response_stream(self._get_client(), create_kwargs)
         api_response = await opening.__aenter__()
         # The SDK's own wrapper: it attaches the request id and closes the HTTP response when the
         # stream ends or the run is cancelled.
