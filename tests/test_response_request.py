@@ -12,17 +12,21 @@ from typing import Any
 
 import openai
 import pytest
-from agents import ModelSettings
+from agents import ModelSettings, ModelTracing, generation_span
+from agents.models.openai_chatcompletions import OpenAIChatCompletionsModel
 from openai import AsyncOpenAI
 
+from agents_def import build_town_hall_agent
 from tests.support.app import live_server
 from tests.support.recording_upstream import (
+    HISTORY,
     SETTINGS,
     VARYING_HEADERS,
     Recorder,
     create_kwargs,
 )
 from tools import TOWN_HALL_TOOLS
+from townhall.turns.lean_chat import LeanChatCompletionsModel
 from townhall.turns.response_request import open_response_stream
 
 
@@ -74,3 +78,52 @@ async def test_errors_and_retries_are_the_clients() -> None:
                     assert response.http_response.status_code == 200
     assert raised == [(openai.BadRequestError, 400)] * 2
     assert len(recorder.requests) == 6  # 400, then 500 + its retry, for each path
+
+
+async def chat_request(
+    model_class: type[OpenAIChatCompletionsModel],
+    client: AsyncOpenAI,
+    settings: ModelSettings,
+    stream: bool,
+) -> None:
+    """One Chat Completions request the SDK's way (its `_fetch_response`), through `model_class`."""
+    model = model_class("gpt-test", client)
+    agent = build_town_hall_agent(model, settings, TOWN_HALL_TOOLS)
+    with generation_span(disabled=True) as span:
+        answer = await model._fetch_response(
+            "You are the town hall's assistant.",
+            # The assistant's reply as a plain message: the SDK's Chat Completions converter
+            # refuses output_text parts without an id (what chat_compat is for).
+            [*HISTORY[:3], {"role": "assistant", "content": "Filed."}, HISTORY[4]],
+            settings,
+            list(agent.tools),
+            None,
+            [],
+            span,
+            ModelTracing.DISABLED,
+            stream=stream,  # type: ignore[call-overload]
+        )
+    if stream:
+        await answer[1].close()
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["streamed", "whole"])
+@pytest.mark.parametrize("settings", SETTINGS, ids=["defaults", "every-setting"])
+async def test_the_same_chat_completions_request_goes_on_the_wire(
+    settings: ModelSettings, stream: bool
+) -> None:
+    recorder = Recorder(chat=True)
+    async with live_server(recorder) as url:  # type: ignore[arg-type]
+        async with AsyncOpenAI(
+            api_key="sk-test-key", base_url=f"{url}/v1", max_retries=0
+        ) as client:
+            await chat_request(OpenAIChatCompletionsModel, client, settings, stream)
+            await chat_request(LeanChatCompletionsModel, client, settings, stream)
+    sdk, ours = recorder.requests
+    assert ours["path"] == sdk["path"] == "/v1/chat/completions"
+    assert ours["query"] == sdk["query"]
+    assert json.loads(ours["body"]) == json.loads(sdk["body"])
+    same = {k: v for k, v in sdk["headers"].items() if k not in VARYING_HEADERS}
+    assert {k: v for k, v in ours["headers"].items() if k not in VARYING_HEADERS} == same
+    body = json.loads(ours["body"])
+    assert body.get("stream", False) is stream and len(body["tools"]) == len(TOWN_HALL_TOOLS)

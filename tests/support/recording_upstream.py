@@ -17,6 +17,19 @@ from agents_def import build_town_hall_agent
 from tools import TOWN_HALL_TOOLS
 
 SSE = b'data: {"type":"response.created"}\n\n'
+CHAT_COMPLETION = {
+    "id": "chatcmpl-1",
+    "object": "chat.completion",
+    "created": 1,
+    "model": "gpt-test",
+    "choices": [
+        {
+            "index": 0,
+            "finish_reason": "stop",
+            "message": {"role": "assistant", "content": "Filed."},
+        }
+    ],
+}
 # Differ by nature between two requests (or set by the client per attempt), not by the path.
 VARYING_HEADERS = {"x-stainless-retry-count", "x-stainless-read-timeout", "content-length"}
 
@@ -24,7 +37,8 @@ VARYING_HEADERS = {"x-stainless-retry-count", "x-stainless-read-timeout", "conte
 class Recorder:
     """Answers every request with `statuses` in turn (then 200) and records what it got."""
 
-    def __init__(self) -> None:
+    def __init__(self, chat: bool = False) -> None:
+        self.chat = chat  # answer as Chat Completions (a whole completion, or a chunk stream)
         self.requests: list[dict[str, Any]] = []
         self.statuses: deque[int] = deque()
 
@@ -58,14 +72,19 @@ class Recorder:
             )
             await send({"type": "http.response.body", "body": json.dumps(error).encode()})
             return
+        content_type, answer = b"text/event-stream", SSE
+        if self.chat and not json.loads(body).get("stream"):
+            content_type, answer = b"application/json", json.dumps(CHAT_COMPLETION).encode()
+        elif self.chat:
+            answer = b"data: [DONE]\n\n"
         await send(
             {
                 "type": "http.response.start",
                 "status": 200,
-                "headers": [(b"content-type", b"text/event-stream"), (b"x-request-id", b"req_1")],
+                "headers": [(b"content-type", content_type), (b"x-request-id", b"req_1")],
             }
         )
-        await send({"type": "http.response.body", "body": SSE})
+        await send({"type": "http.response.body", "body": answer})
 
 
 HISTORY: list[Any] = [

@@ -30,7 +30,7 @@ import asyncio
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
-from typing import Any
+from typing import Any, cast
 
 from agents.exceptions import ModelBehaviorError
 from agents.items import TResponseStreamEvent
@@ -40,11 +40,13 @@ from agents.models.chatcmpl_stream_handler import ChatCmplStreamHandler
 from agents.models.openai_chatcompletions import OpenAIChatCompletionsModel
 from agents.tracing import generation_span
 from agents.util._error_tracing import model_span_errors
+from openai import AsyncOpenAI
 from openai.types.responses import Response
 
 from townhall.turns.chat_chunks import chunk_batches
 from townhall.turns.chat_compat import compat_events, replayed
 from townhall.turns.chat_stream import LeanChatStream, NeedsFullHandler
+from townhall.turns.response_request import UntransformedChatClient
 from townhall.turns.stream_limits import CURRENT_CREDIT, MAX_ANSWER_CHARS, guarded
 
 logger = logging.getLogger(__name__)
@@ -118,7 +120,8 @@ class LeanChatCompletionsModel(OpenAIChatCompletionsModel):
 
     Only stream_response is overridden, and only its reading of the stream: the request
     (`_fetch_response`), the generation span, request-id propagation and the closing of the
-    provider stream on every exit are the SDK's code paths, called as the SDK calls them.
+    provider stream on every exit are the SDK's code paths, called as the SDK calls them. The
+    request itself goes out without the openai client's parameter transform (response_request).
     """
 
     def __init__(
@@ -126,6 +129,9 @@ class LeanChatCompletionsModel(OpenAIChatCompletionsModel):
     ) -> None:
         super().__init__(*args, **kwargs)
         self.max_answer_chars = max_answer_chars
+
+    def _get_client(self) -> AsyncOpenAI:
+        return cast(AsyncOpenAI, UntransformedChatClient(super()._get_client()))
 
     async def stream_response(  # type: ignore[override]
         self,
