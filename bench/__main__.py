@@ -39,6 +39,7 @@ class Variant:
     target: str  # uvicorn app path
     env: dict[str, str] = field(default_factory=dict)
     sessions: bool = False  # send a session id per request (our /chat keeps conversations)
+    upstream: bool = False  # no server: the client reads the fake upstream itself (the floor)
 
 
 @dataclass
@@ -146,7 +147,11 @@ async def latency(server: Server, variant: Variant, count: int) -> dict[str, flo
     results = []
     for n in range(count):
         session = f"lat-{n}" if variant.sessions else None
-        results.append(await stream_chat(HOST, server.port, "hello there friend", session))
+        results.append(
+            await stream_chat(
+                HOST, server.port, "hello there friend", session, upstream=variant.upstream
+            )
+        )
     ok = [r for r in results if r.ok]
     ttft = [r.ttft * 1000 for r in ok if r.ttft is not None]
     total = [r.total * 1000 for r in ok if r.total is not None]
@@ -172,7 +177,11 @@ async def saturation(
             if time.perf_counter() - started > seconds:
                 return
             session = f"sat-{n}" if variant.sessions else None
-            results.append(await stream_chat(HOST, server.port, "hello there friend", session))
+            results.append(
+                await stream_chat(
+                    HOST, server.port, "hello there friend", session, upstream=variant.upstream
+                )
+            )
 
     await asyncio.gather(*(client() for _ in range(concurrency)))
     wall = time.perf_counter() - started
@@ -202,7 +211,14 @@ async def hold(server: Server, variant: Variant, streams: int) -> dict[str, Any]
     async def one(n: int) -> StreamResult:
         await asyncio.sleep(n / streams)  # open them over one second
         session = f"hold-{streams}-{n}" if variant.sessions else None
-        return await stream_chat(HOST, server.port, "hello there friend", session, keep_times=True)
+        return await stream_chat(
+            HOST,
+            server.port,
+            "hello there friend",
+            session,
+            keep_times=True,
+            upstream=variant.upstream,
+        )
 
     cpu0, wall0 = server.cpu_seconds(), time.perf_counter()
     async with asyncio.timeout(90):
@@ -278,21 +294,31 @@ async def idle_session_kib(count: int = 10_000) -> dict[str, float]:
     return {"ours": await measure(ours), "sqlite_session": await measure(sdk)}
 
 
+UNCAPPED = {"MAX_CONCURRENT_TURNS": "0"}  # to find where a worker stops holding
+CHAT_COMPLETIONS = {"OPENAI_API": "chat_completions"}
 VARIANTS = [
     Variant("direct relay (baseline)", "bench.variants:relay"),
     Variant("plain Agents SDK", "bench.variants:plain_sdk"),
-    Variant("our /chat, stock decoder", "api:app", {"LEAN_STREAM": "false"}, sessions=True),
-    Variant("our /chat", "api:app", sessions=True),
     Variant(
-        "our /chat, Chat Completions", "api:app", {"OPENAI_API": "chat_completions"}, sessions=True
+        "our /chat, stock decoder", "api:app", {"LEAN_STREAM": "false", **UNCAPPED}, sessions=True
     ),
+    Variant("our /chat", "api:app", UNCAPPED, sessions=True),
+    Variant("our /chat, Chat Completions", "api:app", CHAT_COMPLETIONS | UNCAPPED, sessions=True),
+    # The default MAX_CONCURRENT_TURNS: past it, turns get 503 before their stream starts.
+    Variant("our /chat, admission on", "api:app", sessions=True),
+    Variant(
+        "our /chat, Chat Completions, admission on", "api:app", CHAT_COMPLETIONS, sessions=True
+    ),
+    # The machine's floor: the load generator reads the fake upstream's own stream (the fake's
+    # process is the "server" in its columns). A level the floor cannot hold, nothing can here.
+    Variant("floor: client straight to the fake", "", upstream=True),
 ]
 
 
 async def run(quick: bool) -> str:
     data = Path(os.environ.get("TMPDIR", "/tmp")) / f"townhall-bench-{os.getpid()}"
     data.mkdir(parents=True, exist_ok=True)
-    for variant in VARIANTS[2:]:  # both /chat variants: their own record files
+    for variant in VARIANTS[2:]:  # the /chat variants: their own record files
         variant.env |= {
             "DATABASE_URL": f"sqlite:///{data}/t.db",
             "OUTBOX_PATH": str(data / "o.db"),
@@ -311,13 +337,16 @@ async def run(quick: bool) -> str:
         {},
     )
     upstream = f"http://{HOST}:{fake_port}/v1"
-    ladder = [50, 150, 300] if quick else [50, 150, 300, 500, 1000]
+    ladder = [50, 150, 300] if quick else [50, 100, 150, 300, 500, 1000]
     rows: dict[str, dict[str, Any]] = {}
     try:
         await wait_healthy_fake(fake_port)
         for variant in VARIANTS:
             await control(upstream, tokens=TOKENS, delay=0)
-            server, cold = await start_server(variant, upstream)
+            if variant.upstream:
+                server, cold = Server(fake, fake_port), 0.0
+            else:
+                server, cold = await start_server(variant, upstream)
             try:
                 row: dict[str, Any] = {"cold_start_s": cold}
                 await latency(server, variant, 10)  # warm-up
@@ -328,8 +357,9 @@ async def run(quick: bool) -> str:
                     row[f"hold_{streams}"] = await hold(server, variant, streams)
                 row["rss_mib"] = server.rss_mib()
             finally:
-                server.process.terminate()
-                server.process.wait(timeout=20)
+                if not variant.upstream:
+                    server.process.terminate()
+                    server.process.wait(timeout=20)
             rows[variant.name] = row
         memory = await idle_session_kib(2000 if quick else 10_000)
         opening = await request_opening_ms(rounds=3 if quick else 6)

@@ -2,7 +2,9 @@
 
 It posts a JSON body, reads the chunked response, and records when each text frame arrived and
 how many words it carried (text frames are `data:` frames without an event name, except
-`[DONE]`).
+`[DONE]`). With `upstream=True` it reads the fake upstream's own Responses stream instead (text:
+`response.output_text.delta` events; the end: `response.completed`): the machine's floor, what
+a client gets with no server in between.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -38,15 +41,23 @@ class StreamResult:
 
 
 async def stream_chat(
-    host: str, port: int, message: str, session_id: str | None = None, keep_times: bool = False
+    host: str,
+    port: int,
+    message: str,
+    session_id: str | None = None,
+    keep_times: bool = False,
+    upstream: bool = False,
 ) -> StreamResult:
     result = StreamResult(started=time.perf_counter())
-    payload = {"message": message}
-    if session_id is not None:
+    payload: dict[str, Any] = {"message": message}
+    path = "/chat"
+    if upstream:
+        payload, path = {"model": "fake", "input": message, "stream": True}, "/v1/responses"
+    elif session_id is not None:
         payload["session_id"] = session_id
     body = json.dumps(payload).encode()
     request = (
-        f"POST /chat HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\nAccept: text/event-stream\r\nConnection: close\r\n\r\n"
     ).encode() + body
     writer = None
@@ -57,7 +68,8 @@ async def stream_chat(
         if not head.startswith(b"HTTP/1.1 200"):
             result.error = head.split(b"\r\n", 1)[0].decode()
             return result
-        await _read_events(reader, result, keep_times, chunked=b"chunked" in head.lower())
+        chunked = b"chunked" in head.lower()
+        await _read_events(reader, result, keep_times, chunked, upstream)
     except (OSError, asyncio.IncompleteReadError) as error:
         result.error = type(error).__name__
     finally:
@@ -67,7 +79,11 @@ async def stream_chat(
 
 
 async def _read_events(
-    reader: asyncio.StreamReader, result: StreamResult, keep_times: bool, chunked: bool
+    reader: asyncio.StreamReader,
+    result: StreamResult,
+    keep_times: bool,
+    chunked: bool,
+    upstream: bool,
 ) -> None:
     buffer = b""
     while True:
@@ -88,9 +104,16 @@ async def _read_events(
         *events, buffer = buffer.split(b"\n\n")
         now = time.perf_counter()
         for event in events:
-            if event.startswith((b"event:", b":")) or b"\nevent:" in event:
+            if upstream:
+                text = _upstream_text(event)
+                if text is None:
+                    continue
+            elif event.startswith((b"event:", b":")) or b"\nevent:" in event:
                 continue
-            text = b"\n".join(line[6:] for line in event.split(b"\n") if line.startswith(b"data: "))
+            else:
+                text = b"\n".join(
+                    line[6:] for line in event.split(b"\n") if line.startswith(b"data: ")
+                )
             if text == b"[DONE]":
                 result.ok = True
                 result.finished = now
@@ -104,3 +127,13 @@ async def _read_events(
                 # the burst of frames it replaces: the first token waited, the rest came with it.
                 result.text_times.extend([now] * words)
     result.finished = time.perf_counter()
+
+
+def _upstream_text(event: bytes) -> bytes | None:
+    """A Responses event's text delta, b"[DONE]" for its end, None for the other events."""
+    if event.startswith(b"event: response.output_text.delta"):
+        data = event.split(b"\ndata: ", 1)[1]
+        return str(json.loads(data)["delta"]).encode()
+    if event.startswith(b"event: response.completed"):
+        return b"[DONE]"
+    return None

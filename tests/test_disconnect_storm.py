@@ -45,6 +45,7 @@ async def test_storm_leaves_no_task_no_lock_and_no_upstream_stream() -> None:
             openai_api="responses",
             model="fake",
             rate_limit_per_minute=0,
+            max_concurrent_turns=0,  # a storm, not admission control, is under test
         )
         app = create_app(settings)
         registry = app.state.services.registry
@@ -102,6 +103,7 @@ async def test_memory_settles_after_repeated_storms(tmp_path: Path) -> None:
             OPENAI_API="responses",
             MODEL="fake",
             RATE_LIMIT_PER_MINUTE="0",
+            MAX_CONCURRENT_TURNS="0",
             LOG_LEVEL="WARNING",
             DATABASE_URL=f"sqlite:///{tmp_path}/r.db",
             OUTBOX_PATH=str(tmp_path / "o.db"),

@@ -44,7 +44,7 @@ class Settings(BaseModel):
     max_sessions: int = Field(10_000, ge=1)
     # Turns answering at once in this worker; past it new turns get 503 `at_capacity` before their
     # stream starts, so the admitted ones stay held. 0: no limit. The default: BENCHMARKS.md.
-    max_concurrent_turns: int = Field(100, ge=0)
+    max_concurrent_turns: int = Field(50, ge=0)
     session_ttl_seconds: float = Field(3600, gt=0)
     session_store: str = "memory"
     session_lock_seconds: float = Field(30, gt=0)
