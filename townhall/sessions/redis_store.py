@@ -5,7 +5,7 @@ Keys (prefix REDIS_KEY_PREFIX, `townhall` by default):
                 turns (expires SESSION_TTL_SECONDS after the last turn ended)
 - `index`       sorted set of ids by last activity: listing, eviction, expiry
 - `lock:{id}`   the running turn's owner token, with an expiry renewed while the turn runs
-- `history:{id}:*`  the Agents SDK RedisSession's keys (same expiry)
+- `history:{id}:*`  the Agents SDK RedisSession's keys (same expiry; redis_history.py)
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import secrets
 import time
 from typing import Any
 
-from agents.extensions.memory.redis_session import RedisSession
 from agents.items import TResponseInputItem
 from redis.asyncio import Redis
 
 from townhall.errors import SessionBusyError, SessionCapacityError, SessionNotFoundError
+from townhall.sessions.redis_history import LeasedRedisSession
 from townhall.sessions.registry import new_conversation_id
 from townhall.sessions.store import (
     LockRenewals,
@@ -69,7 +69,7 @@ class RedisSessionStore:
         return f"{self.prefix}:index"
 
     def _history(self, session_id: str) -> RepairedHistory:
-        inner = RedisSession(
+        inner = LeasedRedisSession(
             session_id, redis_client=self.redis, key_prefix=f"{self.prefix}:history", ttl=self.ttl
         )
         return RepairedHistory(inner)
@@ -89,10 +89,16 @@ class RedisSessionStore:
     ) -> TurnLease:
         token = secrets.token_hex(16)
         lock = self._key("lock", session_id)
-        if not await self.redis.set(lock, token, nx=True, px=self.lock_ms):
+        # One round trip: the lock, and what the turn needs to know if it gets it.
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(lock, token, nx=True, px=self.lock_ms)
+            pipe.hgetall(self._key("meta", session_id))
+            pipe.zcard(self._index)
+            locked, meta, held = await pipe.execute()
+        if not locked:
             raise SessionBusyError(session_id)
         try:
-            meta = await self._touch_or_create(session_id, owner, creator or owner)
+            meta = await self._touch_or_create(session_id, meta, held, owner, creator or owner)
         except BaseException:
             await self.redis.eval(RELEASE, 1, lock, token)
             raise
@@ -107,15 +113,20 @@ class RedisSessionStore:
         return lease
 
     async def _touch_or_create(
-        self, session_id: str, owner: str | None, creator: str | None
+        self,
+        session_id: str,
+        meta: dict[str, str],
+        held: int,
+        owner: str | None,
+        creator: str | None,
     ) -> dict[str, str]:
+        """`meta` and `held` (the index's size) as read with the lock."""
         meta_key = self._key("meta", session_id)
         now = time.time()
-        meta = await self.redis.hgetall(meta_key)
         if meta:
             check_owner(session_id, meta.get("owner") or None, owner)
         else:
-            await self._make_room(session_id)
+            await self._make_room(session_id, held)
             meta = {"owner": creator or "", "created_at": repr(now), "turns": "0"}
         # Conversations made before instances were recorded get theirs now.
         meta.setdefault("conversation_id", new_conversation_id())
@@ -126,10 +137,11 @@ class RedisSessionStore:
             await pipe.execute()
         return meta
 
-    async def _make_room(self, session_id: str) -> None:
-        """Evict the least recently active idle conversations past MAX_SESSIONS."""
+    async def _make_room(self, session_id: str, held: int) -> None:
+        """Evict the least recently active idle conversations past MAX_SESSIONS (`held` of
+        them are kept now)."""
         index = self._index
-        excess = await self.redis.zcard(index) - self.max_sessions + 1
+        excess = held - self.max_sessions + 1
         if excess <= 0:
             return
         for candidate in await self.redis.zrange(index, 0, excess + 20):
