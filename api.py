@@ -26,6 +26,7 @@ from townhall.http.auth import AuthMiddleware
 from townhall.http.lifespan import lifespan
 from townhall.http.middleware import BodyLimitMiddleware, RequestLogMiddleware
 from townhall.http.openapi import with_limits
+from townhall.http.origin_check import OriginCheckMiddleware
 from townhall.http.routes import admin, chat, info, sessions
 from townhall.http.send_buffer import TownHallApp
 from townhall.http.services import build_services
@@ -75,6 +76,7 @@ def create_app(
     app.include_router(chatkit_router())
     app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(AuthMiddleware, keys=services.keys)
+    app.add_middleware(OriginCheckMiddleware, allowed=settings.cors_origins)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=list(settings.cors_origins),

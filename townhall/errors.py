@@ -72,6 +72,17 @@ class AdminOnlyError(AppError):
         super().__init__("Only the admin key (ADMIN_KEY) may do this.")
 
 
+class OriginNotAllowedError(AppError):
+    status_code = 403
+    code = "origin_not_allowed"
+
+    def __init__(self, origin: str) -> None:
+        super().__init__(
+            f"Requests from the web page at {shown(origin)} are not allowed here; "
+            "the server's CORS_ORIGINS must list that origin."
+        )
+
+
 class DeadLetterNotFoundError(AppError):
     status_code = 404
     code = "dead_letter_not_found"

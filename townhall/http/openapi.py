@@ -80,7 +80,17 @@ CHAT_DOCS: dict[str, Any] = {
             },
         },
         **error_responses(
-            400, 401, 409, 413, 415, 422, 429, 503, s409="The session is answering another message."
+            400,
+            401,
+            403,
+            409,
+            413,
+            415,
+            422,
+            429,
+            503,
+            s403="A web page on an origin not in CORS_ORIGINS sent it.",
+            s409="The session is answering another message.",
         ),
     },
 }

@@ -153,7 +153,7 @@ class ErrorBody(BaseModel):
 ERROR_MEANINGS: dict[int, str] = {
     400: "The body is not valid JSON, or not a request this endpoint takes.",
     401: "API keys are on and none, or a wrong one, came.",
-    403: "Only the admin key may do this.",
+    403: "Only the admin key may do this, or a web page on an origin not in CORS_ORIGINS sent it.",
     404: "Not found (another key's is not found either).",
     409: "The conversation is answering another message.",
     413: "Body over 64 KiB.",

@@ -42,7 +42,15 @@ def router() -> APIRouter:
         delete_session,
         methods=["DELETE"],
         response_model=SessionDeleted,
-        responses=error_responses(401, 404, 422, 503, s404=NO_SUCH_SESSION),
+        responses=error_responses(
+            401,
+            403,
+            404,
+            422,
+            503,
+            s403="A web page on an origin not in CORS_ORIGINS sent it.",
+            s404=NO_SUCH_SESSION,
+        ),
     )
     return routes
 
