@@ -186,6 +186,29 @@ async def test_a_message_over_the_limit_is_refused_as_on_chat_and_nothing_is_kep
     assert len(threads.json()["data"]) == 1
 
 
+async def test_a_blank_message_is_refused_as_on_chat_and_nothing_is_kept() -> None:
+    async with asgi_client(create_app(make_settings())) as http:
+        client = ChatKitClient(http)
+        thread_id = thread_id_from(await client.create_thread("hello"))
+        blank_reply = await client.call(
+            "threads.add_user_message", {"thread_id": thread_id, "input": user_input("  \n ")}
+        )
+        blank_thread = await client.call("threads.create", {"input": user_input("")})
+        chat = await http.post("/chat", json={"message": "   ", "stream": False})
+        items = await client.call("items.list", {"thread_id": thread_id})
+        threads = await client.call("threads.list", {})
+    assert chat.status_code == 422  # /chat: a blank message field
+    for refused in (blank_reply, blank_thread):
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["error"]["code"] == "invalid_chatkit_request"
+        assert "no text" in refused.json()["error"]["message"]
+    assert sorted(item["type"] for item in items.json()["data"]) == [
+        "assistant_message",
+        "user_message",
+    ]
+    assert len(threads.json()["data"]) == 1
+
+
 async def test_a_busy_thread_gets_409() -> None:
     slow = SlowStream(count=300, gap=0.01)
     model = ScriptedModel([[assistant_message("first")], ModelStep.stream(slow)])

@@ -92,6 +92,12 @@ def chatkit_request_schema() -> tuple[dict[str, Any], dict[str, Any]]:
         if "const" in tag:
             definition["required"] = sorted({*definition.get("required", []), "type"})
     definitions["UserMessageInput"]["properties"]["attachments"]["maxItems"] = 0  # no uploads here
+    # A message with no text is refused (400), as /chat refuses a blank one: at least one text
+    # part, and a text part holds more than white space.
+    content = definitions["UserMessageInput"]["properties"]["content"]
+    content["minItems"] = 1
+    content["contains"] = {"$ref": "#/components/schemas/UserMessageTextContent"}
+    definitions["UserMessageTextContent"]["properties"]["text"]["pattern"] = r"\S"
     # A page of no items (or fewer) is refused with a 400, so the schema says so.
     for page in ("ItemsListParams", "ThreadListParams"):
         definitions[page]["properties"]["limit"]["anyOf"][0]["minimum"] = 1
@@ -172,6 +178,9 @@ def chatkit_router() -> APIRouter:
         message_input = getattr(getattr(parsed, "params", None), "input", None)
         if getattr(message_input, "attachments", None):
             raise ChatKitRequestError("This server does not accept attachments.")
+        if message_input is not None and not _message_text(parsed).strip():
+            # As /chat refuses a blank message: there is nothing for the assistant to answer.
+            raise ChatKitRequestError("params.input.content: the message has no text.")
         thread_id = thread_id_of(parsed)
         if thread_id is not None:
             exists, thread_owner = await server.threads.thread_owner(thread_id)
