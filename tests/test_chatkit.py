@@ -209,6 +209,19 @@ async def test_a_blank_message_is_refused_as_on_chat_and_nothing_is_kept() -> No
     assert len(threads.json()["data"]) == 1
 
 
+async def test_a_thread_title_is_bounded() -> None:
+    async with asgi_client(create_app(make_settings())) as http:
+        client = ChatKitClient(http)
+        thread_id = thread_id_from(await client.create_thread("hello"))
+        renamed = await client.call("threads.update", {"thread_id": thread_id, "title": "t" * 200})
+        too_long = await client.call("threads.update", {"thread_id": thread_id, "title": "t" * 201})
+        thread = await client.call("threads.get_by_id", {"thread_id": thread_id})
+    assert renamed.status_code == 200
+    assert too_long.status_code == 400
+    assert "at most 200" in too_long.json()["error"]["message"]
+    assert thread.json()["title"] == "t" * 200  # the refused rename changed nothing
+
+
 async def test_a_busy_thread_gets_409() -> None:
     slow = SlowStream(count=300, gap=0.01)
     model = ScriptedModel([[assistant_message("first")], ModelStep.stream(slow)])

@@ -98,11 +98,15 @@ def chatkit_request_schema() -> tuple[dict[str, Any], dict[str, Any]]:
     content["minItems"] = 1
     content["contains"] = {"$ref": "#/components/schemas/UserMessageTextContent"}
     definitions["UserMessageTextContent"]["properties"]["text"]["pattern"] = r"\S"
+    definitions["ThreadUpdateParams"]["properties"]["title"]["maxLength"] = MAX_TITLE_CHARS
     # A page of no items (or fewer) is refused with a 400, so the schema says so.
     for page in ("ItemsListParams", "ThreadListParams"):
         definitions[page]["properties"]["limit"]["anyOf"][0]["minimum"] = 1
     return schema, definitions
 
+
+# A title a resident's client renames a thread to; long enough for any real one.
+MAX_TITLE_CHARS = 200
 
 STREAM_FAILED = ErrorEvent(code=ErrorCode.STREAM_ERROR, allow_retry=True)
 
@@ -178,6 +182,9 @@ def chatkit_router() -> APIRouter:
         message_input = getattr(getattr(parsed, "params", None), "input", None)
         if getattr(message_input, "attachments", None):
             raise ChatKitRequestError("This server does not accept attachments.")
+        title = getattr(getattr(parsed, "params", None), "title", None)
+        if isinstance(parsed, ThreadsUpdateReq) and len(title or "") > MAX_TITLE_CHARS:
+            raise ChatKitRequestError(f"params.title: at most {MAX_TITLE_CHARS} characters.")
         if message_input is not None and not _message_text(parsed).strip():
             # As /chat refuses a blank message: there is nothing for the assistant to answer.
             raise ChatKitRequestError("params.input.content: the message has no text.")
