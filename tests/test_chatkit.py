@@ -222,6 +222,24 @@ async def test_a_thread_title_is_bounded() -> None:
     assert thread.json()["title"] == "t" * 200  # the refused rename changed nothing
 
 
+async def test_retrying_after_an_unknown_item_is_a_404_not_an_empty_stream() -> None:
+    async with asgi_client(create_app(make_settings())) as http:
+        client = ChatKitClient(http)
+        thread_id = thread_id_from(await client.create_thread("hello"))
+        unknown = await client.call(
+            "threads.retry_after_item", {"thread_id": thread_id, "item_id": "msg_nope"}
+        )
+        items = await client.call("items.list", {"thread_id": thread_id})
+        first = next(i for i in items.json()["data"] if i["type"] == "user_message")
+        known = await client.call(
+            "threads.retry_after_item", {"thread_id": thread_id, "item_id": first["id"]}
+        )
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["code"] == "not_found"
+    assert "msg_nope" in unknown.json()["error"]["message"]
+    assert known.status_code == 200 and "thread.item.done" in known.text
+
+
 async def test_a_busy_thread_gets_409() -> None:
     slow = SlowStream(count=300, gap=0.01)
     model = ScriptedModel([[assistant_message("first")], ModelStep.stream(slow)])

@@ -44,6 +44,7 @@ from townhall.errors import (
     HostedChatKitUnavailableError,
     ThreadNotFoundError,
     UpstreamError,
+    shown,
 )
 from townhall.http.caller import rate_identity
 from townhall.http.schemas import error_responses
@@ -204,6 +205,14 @@ def chatkit_router() -> APIRouter:
         )
         if not is_streaming_req(parsed):
             return await _answer(server, body, context)
+        if isinstance(parsed, ThreadsRetryAfterItemReq):
+            # ChatKitServer answers an unknown item with an empty stream; a client should know.
+            try:
+                await server.threads.load_item(thread_id or "", parsed.params.item_id, context)
+            except NotFoundError:
+                raise ChatKitItemNotFoundError(
+                    f"No item {shown(parsed.params.item_id)} in this thread."
+                ) from None
         # A new answer: admitted as /chat admits a turn (503 shutting_down while draining,
         # 422 for a message over the limit; the rate limit counted this request above), and the
         # thread's lease taken now, so a busy thread is a 409 and not a broken stream.
