@@ -10,6 +10,7 @@ import sqlite3
 from typing import Any
 
 import httpx
+import pytest
 from agents.testing import ModelStep, ScriptedModel, assistant_message, function_call
 
 from api import create_app
@@ -313,6 +314,47 @@ async def test_hosted_session_asks_openai_for_a_client_secret() -> None:
     assert seen[0]["body"] == {"user": "resident-1", "workflow": {"id": "wf_123"}}
     assert seen[0]["headers"]["openai-beta"] == "chatkit_beta=v1"
     assert seen[0]["headers"]["authorization"] == "Bearer sk-test"
+
+
+async def test_hosted_sessions_count_against_the_rate_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each secret is a call to OpenAI on the city's key: past RATE_LIMIT_PER_MINUTE, 429 and no
+    call. The openai client is pointed at a fake on 127.0.0.1 through its own OPENAI_BASE_URL."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    calls: list[int] = []
+
+    async def sessions(request: Request) -> JSONResponse:
+        calls.append(1)
+        return JSONResponse(
+            {
+                "id": "cksess_1",
+                "object": "chatkit.session",
+                "client_secret": "ek_1",
+                "expires_at": 1_900_000_000,
+                "status": "active",
+                "user": "r",
+            }
+        )
+
+    fake = Starlette(routes=[Route("/v1/chatkit/sessions", sessions, methods=["POST"])])
+    async with live_server(fake) as base_url:  # type: ignore[arg-type]
+        monkeypatch.setenv("OPENAI_BASE_URL", f"{base_url}/v1")
+        settings = make_settings(
+            chatkit_workflow_id="wf_1", openai_api_key="sk-test", rate_limit_per_minute=2
+        )
+        # Echo mode for turns: the model is not what is under test here.
+        app = create_app(settings, model=ScriptedModel([]))
+        async with asgi_client(app) as http:
+            answers = [(await http.post("/api/chatkit/session", json={})) for _ in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    assert answers[2].json()["error"]["code"] == "rate_limited"
+    assert "retry-after" in answers[2].headers
+    assert len(calls) == 2
 
 
 def _find(node: Any, component_id: str) -> Any:

@@ -242,6 +242,7 @@ def chatkit_router() -> APIRouter:
             413,
             415,
             422,
+            429,
             502,
             503,
             s502="OpenAI refused or failed to create the session.",
@@ -249,7 +250,9 @@ def chatkit_router() -> APIRouter:
         ),
     )
     async def hosted_session(
+        http: Request,
         services: ServicesDep,
+        caller: CallerDep,
         request: Annotated[HostedSessionRequest | None, Body()] = None,
     ) -> HostedSession:
         """A client secret for a ChatKit widget running an OpenAI-hosted Agent Builder workflow."""
@@ -259,6 +262,8 @@ def chatkit_router() -> APIRouter:
                 "Hosted ChatKit is not configured: set CHATKIT_WORKFLOW_ID and OPENAI_API_KEY, or "
                 "point the widget at the self-hosted endpoint POST /chatkit instead."
             )
+        # Each secret is a call to OpenAI on the city's key: counted like a message.
+        await enforce(services.rate_limiter, rate_identity(http, caller))
         user = (request.user if request else None) or f"resident-{uuid.uuid4().hex[:12]}"
         return await create_hosted_session(
             AsyncOpenAI(api_key=settings.openai_api_key.get_secret_value()),
