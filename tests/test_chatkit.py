@@ -113,6 +113,11 @@ async def test_list_get_update_feedback_and_delete_threads() -> None:
             "items.feedback", {"thread_id": first, "item_ids": [answer.id], "kind": "positive"}
         )
         stored_feedback = await app.state.services.chatkit.threads.load_feedback(first)
+        unknown = await client.call(
+            "items.feedback",
+            {"thread_id": first, "item_ids": [answer.id, "msg_nope"], "kind": "negative"},
+        )
+        after_unknown = await app.state.services.chatkit.threads.load_feedback(first)
         deleted = await client.call("threads.delete", {"thread_id": second})
         gone = await client.call("threads.get_by_id", {"thread_id": second})
         remaining = await client.threads()
@@ -122,6 +127,8 @@ async def test_list_get_update_feedback_and_delete_threads() -> None:
     assert renamed.status_code == 200 and renamed.json()["title"] == "Renamed"
     assert feedback.status_code == 200 and feedback.json() == {}
     assert stored_feedback == {answer.id: "positive"}
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "not_found"
+    assert after_unknown == stored_feedback  # all or nothing: the known item kept its feedback
     assert deleted.status_code == 200
     assert gone.status_code == 404 and gone.json()["error"]["code"] == "thread_not_found"
     assert [t.id for t in remaining.data] == [first]

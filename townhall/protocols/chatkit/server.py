@@ -122,6 +122,10 @@ class TownHallChatKitServer(ChatKitServer[ChatKitRequestContext]):
         feedback: FeedbackKind,
         context: ChatKitRequestContext,
     ) -> None:
+        # Every item first (an unknown one is a 404 through the route), so feedback is kept on
+        # the thread's real items or not at all.
+        for item_id in dict.fromkeys(item_ids):
+            await self.threads.load_item(thread_id, item_id, context)
         await self.threads.save_feedback(thread_id, item_ids, feedback)
 
 
