@@ -290,15 +290,12 @@ async def test_hosted_session_is_503_with_a_clear_message_when_not_configured() 
     assert "CHATKIT_WORKFLOW_ID" in response.json()["error"]["message"]
 
 
-async def test_hosted_session_asks_openai_for_a_client_secret() -> None:
-    """Against a fake OpenAI endpoint on 127.0.0.1, the request the openai client really sends."""
-    from openai import AsyncOpenAI
+def fake_chatkit_sessions(seen: list[dict[str, Any]]) -> Any:
+    """OpenAI's ChatKit sessions endpoint, on 127.0.0.1: records each request, mints a secret."""
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse
     from starlette.routing import Route
-
-    seen: list[dict[str, Any]] = []
 
     async def sessions(request: Request) -> JSONResponse:
         seen.append({"headers": dict(request.headers), "body": await request.json()})
@@ -313,7 +310,15 @@ async def test_hosted_session_asks_openai_for_a_client_secret() -> None:
             }
         )
 
-    fake = Starlette(routes=[Route("/v1/chatkit/sessions", sessions, methods=["POST"])])
+    return Starlette(routes=[Route("/v1/chatkit/sessions", sessions, methods=["POST"])])
+
+
+async def test_hosted_session_asks_openai_for_a_client_secret() -> None:
+    """Against a fake OpenAI endpoint on 127.0.0.1, the request the openai client really sends."""
+    from openai import AsyncOpenAI
+
+    seen: list[dict[str, Any]] = []
+    fake = fake_chatkit_sessions(seen)
     async with live_server(fake) as base_url:  # type: ignore[arg-type]
         client = AsyncOpenAI(api_key="sk-test", base_url=f"{base_url}/v1", max_retries=0)
         session = await create_hosted_session(client, "wf_123", "resident-1")
@@ -328,27 +333,8 @@ async def test_hosted_sessions_count_against_the_rate_limit(
 ) -> None:
     """Each secret is a call to OpenAI on the city's key: past RATE_LIMIT_PER_MINUTE, 429 and no
     call. The openai client is pointed at a fake on 127.0.0.1 through its own OPENAI_BASE_URL."""
-    from starlette.applications import Starlette
-    from starlette.requests import Request
-    from starlette.responses import JSONResponse
-    from starlette.routing import Route
-
-    calls: list[int] = []
-
-    async def sessions(request: Request) -> JSONResponse:
-        calls.append(1)
-        return JSONResponse(
-            {
-                "id": "cksess_1",
-                "object": "chatkit.session",
-                "client_secret": "ek_1",
-                "expires_at": 1_900_000_000,
-                "status": "active",
-                "user": "r",
-            }
-        )
-
-    fake = Starlette(routes=[Route("/v1/chatkit/sessions", sessions, methods=["POST"])])
+    calls: list[dict[str, Any]] = []
+    fake = fake_chatkit_sessions(calls)
     async with live_server(fake) as base_url:  # type: ignore[arg-type]
         monkeypatch.setenv("OPENAI_BASE_URL", f"{base_url}/v1")
         settings = make_settings(
