@@ -11,6 +11,7 @@ from typing import Any
 import httpx2
 import openai
 import pytest
+import redis.exceptions  # noqa: F401  (loaded, as a Redis session store loads it)
 from agents import (
     GuardrailFunctionOutput,
     InputGuardrail,
