@@ -242,16 +242,13 @@ async def _fake_sent_bytes(client: httpx.AsyncClient, upstream: str) -> int:
 
 @contextlib.asynccontextmanager
 async def _big_answer_server(
-    tokens: int,
-    api: str,
-    lean: bool,
-    prefix: str,
-    read_ahead: str = "64000",
-    send_buffer: str = "65536",
+    tokens: int, api: str, lean: bool, prefix: str, **env_options: str
 ) -> AsyncIterator[tuple[str, Any]]:
+    """A fake upstream answering `tokens` tokens, and a server on it (`env_options`: the
+    read-ahead and send-buffer settings of `_big_answer_env`)."""
     data = Path(tempfile.mkdtemp(prefix=prefix))
     async with fake_process(tokens) as upstream:
-        env = _big_answer_env(upstream, data, api, lean, read_ahead, send_buffer)
+        env = _big_answer_env(upstream, data, api, lean, **env_options)
         async with server_processes([env], data) as (server,):
             yield upstream, server
 
@@ -349,7 +346,11 @@ async def stalled_reader(answer_chars: int = 60_000_000, seconds: float = 5) -> 
     }
     for name, (lean, read_ahead) in variants.items():
         async with _big_answer_server(
-            answer_chars // (len(WORD) + 1), "chat_completions", lean, "townhall-stall-", read_ahead
+            answer_chars // (len(WORD) + 1),
+            "chat_completions",
+            lean,
+            "townhall-stall-",
+            read_ahead=read_ahead,
         ) as (upstream, server):
             pid = server.process.pid
             transport = httpx.AsyncHTTPTransport(socket_options=SMALL_RECEIVE_BUFFER)

@@ -175,20 +175,7 @@ def chatkit_router() -> APIRouter:
             parsed = CHATKIT_REQUEST.validate_json(body)
         except ValidationError as invalid:
             raise ChatKitRequestError(_describe(invalid)) from None
-        if not isinstance(parsed, SUPPORTED_REQUESTS):
-            raise ChatKitRequestError(f"{parsed.type} is not supported by this server.")
-        limit = getattr(getattr(parsed, "params", None), "limit", None)
-        if isinstance(limit, int) and limit < 1:
-            raise ChatKitRequestError("params.limit must be at least 1.")
-        message_input = getattr(getattr(parsed, "params", None), "input", None)
-        if getattr(message_input, "attachments", None):
-            raise ChatKitRequestError("This server does not accept attachments.")
-        title = getattr(getattr(parsed, "params", None), "title", None)
-        if isinstance(parsed, ThreadsUpdateReq) and len(title or "") > MAX_TITLE_CHARS:
-            raise ChatKitRequestError(f"params.title: at most {MAX_TITLE_CHARS} characters.")
-        if message_input is not None and not _message_text(parsed).strip():
-            # As /chat refuses a blank message: there is nothing for the assistant to answer.
-            raise ChatKitRequestError("params.input.content: the message has no text.")
+        _refuse_what_we_do_not_take(parsed)
         thread_id = thread_id_of(parsed)
         if thread_id is not None:
             exists, thread_owner = await server.threads.thread_owner(thread_id)
@@ -319,6 +306,27 @@ async def _let_go(server: TownHallChatKitServer, lease: TurnLease | None, slot: 
     slot.release()
     if lease is not None:
         await server.leases.end_turn(lease, completed=False)
+
+
+def _refuse_what_we_do_not_take(request: ChatKitReq) -> None:
+    """ChatKitRequestError (400) for a valid ChatKit request this server does not answer; the
+    published schema (chatkit_request_schema) says the same of each."""
+    if not isinstance(request, SUPPORTED_REQUESTS):
+        raise ChatKitRequestError(f"{request.type} is not supported by this server.")
+    params = getattr(request, "params", None)
+    limit = getattr(params, "limit", None)
+    if isinstance(limit, int) and limit < 1:
+        raise ChatKitRequestError("params.limit must be at least 1.")
+    if isinstance(request, ThreadsUpdateReq) and len(request.params.title) > MAX_TITLE_CHARS:
+        raise ChatKitRequestError(f"params.title: at most {MAX_TITLE_CHARS} characters.")
+    message_input = getattr(params, "input", None)
+    if message_input is None:
+        return
+    if message_input.attachments:
+        raise ChatKitRequestError("This server does not accept attachments.")
+    if not _message_text(request).strip():
+        # As /chat refuses a blank message: there is nothing for the assistant to answer.
+        raise ChatKitRequestError("params.input.content: the message has no text.")
 
 
 def _message_text(request: ChatKitReq) -> str:
