@@ -51,7 +51,7 @@ class SQLiteFile:
         # The busy timeout first: every statement after it (the schema, a migration) waits for
         # another process holding the file instead of failing with "database is locked".
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        _use_wal(conn)
+        use_wal(conn.execute)
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         conn.executescript(self.schema)
         for table, columns in self.added_columns.items():
@@ -88,15 +88,17 @@ class SQLiteFile:
         await self.run(lambda c: c.execute(sql, params))
 
 
-def _use_wal(conn: sqlite3.Connection) -> None:
+def use_wal(execute: Callable[[str], object]) -> None:
     """Switch to WAL, retrying while another process holds the file.
 
-    Changing the journal mode needs a moment of exclusive access and does not always wait out
-    the busy timeout, so workers starting at the same instant retry for up to ~5 s.
+    `execute` runs one statement on the connection (sqlite3's, or the cursor of SQLAlchemy's
+    aiosqlite adapter). Changing the journal mode needs a moment of exclusive access and does
+    not always wait out the busy timeout, so workers starting at the same instant retry for up
+    to ~5 s.
     """
     for attempt in range(WAL_ATTEMPTS):
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
+            execute("PRAGMA journal_mode=WAL")
             return
         except sqlite3.OperationalError as error:
             if "locked" not in str(error) or attempt == WAL_ATTEMPTS - 1:

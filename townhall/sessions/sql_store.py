@@ -16,9 +16,10 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from agents.extensions.memory.sqlalchemy_session import SQLAlchemySession
 from agents.items import TResponseInputItem
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from townhall.db.sqlite import use_wal
 from townhall.errors import SessionBusyError, SessionCapacityError, SessionNotFoundError
 from townhall.sessions.registry import new_conversation_id
 from townhall.sessions.store import (
@@ -45,6 +46,7 @@ CREATE TABLE IF NOT EXISTS townhall_sessions (
 )
 """
 INDEX = "CREATE INDEX IF NOT EXISTS townhall_sessions_active_idx ON townhall_sessions (last_active)"
+SQLITE_BUSY_SECONDS = 30.0
 COLUMNS = (
     "session_id, owner, created_at, last_active, turns, lock_token, lock_expires, conversation_id"
 )
@@ -58,7 +60,7 @@ def engine_for(url: str, timeout: float = 5.0) -> AsyncEngine:
     prepared statements (see postgres_db).
     """
     if sqlite_path(url) is not None:
-        return create_async_engine("sqlite+aiosqlite:///" + url.removeprefix("sqlite:///"))
+        return _sqlite_engine(url)
     parts = urlsplit(url)
     server_settings = dict(parse_qsl(parts.query))
     bare = urlunsplit(parts._replace(scheme="postgresql+asyncpg", query=""))
@@ -75,6 +77,26 @@ def engine_for(url: str, timeout: float = 5.0) -> AsyncEngine:
             "server_settings": server_settings,
         },
     )
+
+
+def _sqlite_engine(url: str) -> AsyncEngine:
+    """SQLite in WAL mode with a long busy timeout: the pool holds several connections, and in
+    the default rollback journal a reader blocks a writer's commit, so a turn's renewals and
+    history writes under load failed with "database is locked" after sqlite3's 5 s."""
+    engine = create_async_engine(
+        "sqlite+aiosqlite:///" + url.removeprefix("sqlite:///"),
+        connect_args={"timeout": SQLITE_BUSY_SECONDS},
+    )
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            use_wal(cursor.execute)
+        finally:
+            cursor.close()
+
+    return engine
 
 
 async def _add_conversation_column(conn: AsyncConnection) -> None:
