@@ -78,3 +78,20 @@ async def test_an_empty_append_writes_nothing(redis: Any) -> None:
     ours = LeasedRedisSession("s", redis_client=redis, key_prefix=prefix, ttl=TTL)
     await ours.add_items([])
     assert await redis.keys(f"{prefix}*") == []
+
+
+async def test_a_preloaded_history_answers_one_read_and_an_append_drops_it(redis: Any) -> None:
+    prefix = f"test-history-{uuid.uuid4().hex}"
+    ours = LeasedRedisSession("s", redis_client=redis, key_prefix=prefix, ttl=TTL)
+    try:
+        await ours.add_items(ITEMS)
+        ours.preload([*(await redis.lrange(f"{prefix}:s:messages", 0, -1)), "{not json"])
+        await redis.rpush(f"{prefix}:s:messages", '{"role": "user", "content": "later"}')
+        assert await ours.get_items() == ITEMS  # the snapshot, the corrupt entry skipped
+        assert (await ours.get_items())[-1]["content"] == "later"  # then Redis again
+        ours.preload([])
+        await ours.add_items([{"role": "user", "content": "appended"}])
+        assert len(await ours.get_items()) == len(ITEMS) + 2
+    finally:
+        for key in await redis.keys(f"{prefix}*"):
+            await redis.delete(key)

@@ -80,6 +80,7 @@ async def test_owners_see_only_their_own_sessions(make_store: Any) -> None:
     await store.end_turn(await store.begin_turn("theirs", owner="key-b"), completed=True)
     assert [m.session_id for m in await store.list("key-a")] == ["mine"]
     assert {m.session_id for m in await store.list(None)} == {"mine", "theirs"}
+    before = await store.get("theirs", None)
     for attempt in (
         store.get("theirs", "key-a"),
         store.begin_turn("theirs", owner="key-a"),
@@ -88,7 +89,10 @@ async def test_owners_see_only_their_own_sessions(make_store: Any) -> None:
         with pytest.raises(SessionNotFoundError) as refused:  # the same as for no such session
             await attempt
         assert refused.value.message == SessionNotFoundError("theirs").message
-    assert (await store.get("theirs", None)).owner == "key-b"  # the admin view
+    after = await store.get("theirs", None)  # the admin view
+    # The refused turn changed nothing: not touched, not left locked.
+    assert (after.owner, after.busy, after.last_active) == ("key-b", False, before.last_active)
+    await store.end_turn(await store.begin_turn("theirs", owner="key-b"), completed=True)
 
 
 async def test_forget_stops_a_running_turn_and_removes_the_history(make_store: Any) -> None:
@@ -182,3 +186,24 @@ async def test_a_turn_longer_than_the_ttl_keeps_its_session_and_owner(make_store
     items = await store.items("long")
     assert (meta.owner, meta.turns) == ("key-a", 1)
     assert [item["content"] for item in items] == ["a long question", "a long answer"]
+
+
+async def test_a_conversation_stored_without_an_instance_id_gets_one_and_keeps_it(
+    make_store: Any,
+) -> None:
+    """Conversations saved before instances were recorded (an older server's data)."""
+    store = await make_store()
+    if store.backend == "memory":
+        pytest.skip("the memory store keeps nothing from an older server")
+    await store.end_turn(await store.begin_turn("old", owner="key-a"), completed=True)
+    if store.backend == "redis":
+        await store.redis.hdel(store._key("meta", "old"), "conversation_id")
+    else:
+        await store._run("UPDATE townhall_sessions SET conversation_id = NULL")
+    first = await store.begin_turn("old", owner="key-a")
+    await store.end_turn(first, completed=True)
+    again = await store.begin_turn("old", owner="key-a")
+    await store.end_turn(again, completed=True)
+    assert first.conversation_id.startswith("conv_")
+    assert again.conversation_id == first.conversation_id
+    assert (first.owner, (await store.get("old", "key-a")).turns) == ("key-a", 3)

@@ -42,6 +42,32 @@ RENEW = (
     "for i = 2, #KEYS do redis.call('pexpire', KEYS[i], ARGV[3]) end "
     "return 1"
 )
+# Begin a turn: take the lock (ARGV[1], for ARGV[2] ms); then for a conversation that exists,
+# check its owner (ARGV[3] "1": ARGV[4] must be it; else it reads as not found, and the lock
+# goes), touch it (last active ARGV[5], meta expiring ARGV[6] s from now, the index), give one
+# made before instances were recorded its instance id (ARGV[8]), and answer its owner,
+# instance and history. A conversation nobody has made answers "new" and the index's size.
+BEGIN = """
+if not redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {'busy'} end
+local raw = redis.call('hgetall', KEYS[2])
+if #raw == 0 then return {'new', redis.call('zcard', KEYS[3])} end
+local meta = {}
+for i = 1, #raw, 2 do meta[raw[i]] = raw[i + 1] end
+local owner = meta['owner'] or ''
+if ARGV[3] == '1' and owner ~= ARGV[4] then
+    redis.call('del', KEYS[1])
+    return {'not_found'}
+end
+local conversation = meta['conversation_id']
+if not conversation then
+    conversation = ARGV[8]
+    redis.call('hset', KEYS[2], 'conversation_id', conversation)
+end
+redis.call('hset', KEYS[2], 'last_active', ARGV[5])
+redis.call('expire', KEYS[2], ARGV[6])
+redis.call('zadd', KEYS[3], ARGV[5], ARGV[7])
+return {'ok', owner, conversation, redis.call('lrange', KEYS[4], 0, -1)}
+"""
 RELEASE = (
     "if redis.call('get', KEYS[1]) == ARGV[1] "
     "then return redis.call('del', KEYS[1]) else return 0 end"
@@ -60,6 +86,7 @@ class RedisSessionStore:
         # decode_responses: every reply is str. (Typed Any: redis-py's stubs cannot know that.)
         self.redis: Any = Redis.from_url(url, decode_responses=True)
         self.renewals = LockRenewals(self.lock_ms / 3000, self._renew)
+        self._begin = self.redis.register_script(BEGIN)
 
     def _key(self, kind: str, session_id: str) -> str:
         return f"{self.prefix}:{kind}:{session_id}"
@@ -68,11 +95,13 @@ class RedisSessionStore:
     def _index(self) -> str:
         return f"{self.prefix}:index"
 
-    def _history(self, session_id: str) -> RepairedHistory:
-        inner = LeasedRedisSession(
+    def _history_of(self, session_id: str) -> LeasedRedisSession:
+        return LeasedRedisSession(
             session_id, redis_client=self.redis, key_prefix=f"{self.prefix}:history", ttl=self.ttl
         )
-        return RepairedHistory(inner)
+
+    def _history(self, session_id: str) -> RepairedHistory:
+        return RepairedHistory(self._history_of(session_id))
 
     async def open(self) -> None:
         try:
@@ -89,47 +118,54 @@ class RedisSessionStore:
     ) -> TurnLease:
         token = secrets.token_hex(16)
         lock = self._key("lock", session_id)
-        # One round trip: the lock, and what the turn needs to know if it gets it.
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.set(lock, token, nx=True, px=self.lock_ms)
-            pipe.hgetall(self._key("meta", session_id))
-            pipe.zcard(self._index)
-            locked, meta, held = await pipe.execute()
-        if not locked:
+        history = self._history_of(session_id)
+        # One round trip for a conversation that exists: the lock, the owner check, the touch
+        # and the history the turn reads first.
+        reply = await self._begin(
+            keys=[lock, self._key("meta", session_id), self._index, history._messages_key],
+            args=[
+                token,
+                self.lock_ms,
+                "1" if owner is not None else "0",
+                owner or "",
+                repr(time.time()),
+                self.ttl,
+                session_id,
+                new_conversation_id(),
+            ],
+        )
+        if reply[0] == "busy":
             raise SessionBusyError(session_id)
-        try:
-            meta = await self._touch_or_create(session_id, meta, held, owner, creator or owner)
-        except BaseException:
-            await self.redis.eval(RELEASE, 1, lock, token)
-            raise
+        if reply[0] == "not_found":
+            raise SessionNotFoundError(session_id)
+        if reply[0] == "ok":
+            _, recorded_owner, conversation_id, messages = reply
+            history.preload(messages)
+        else:  # "new": we hold the lock of a conversation nobody has made yet
+            try:
+                meta = await self._create(session_id, int(reply[1]), creator or owner)
+            except BaseException:
+                await self.redis.eval(RELEASE, 1, lock, token)
+                raise
+            recorded_owner, conversation_id = meta["owner"], meta["conversation_id"]
         lease = TurnLease(
-            session_id,
-            self._history(session_id),
-            meta.get("owner") or None,
-            meta["conversation_id"],
-            token,
+            session_id, RepairedHistory(history), recorded_owner or None, conversation_id, token
         )
         self.renewals.start(lease)
         return lease
 
-    async def _touch_or_create(
-        self,
-        session_id: str,
-        meta: dict[str, str],
-        held: int,
-        owner: str | None,
-        creator: str | None,
-    ) -> dict[str, str]:
-        """`meta` and `held` (the index's size) as read with the lock."""
+    async def _create(self, session_id: str, held: int, creator: str | None) -> dict[str, str]:
+        """A new conversation's meta, made while holding its lock (`held`: the index's size as
+        read with the lock)."""
+        await self._make_room(session_id, held)
         meta_key = self._key("meta", session_id)
         now = time.time()
-        if meta:
-            check_owner(session_id, meta.get("owner") or None, owner)
-        else:
-            await self._make_room(session_id, held)
-            meta = {"owner": creator or "", "created_at": repr(now), "turns": "0"}
-        # Conversations made before instances were recorded get theirs now.
-        meta.setdefault("conversation_id", new_conversation_id())
+        meta = {
+            "owner": creator or "",
+            "created_at": repr(now),
+            "turns": "0",
+            "conversation_id": new_conversation_id(),
+        }
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(meta_key, mapping={**meta, "last_active": repr(now)})
             pipe.expire(meta_key, self.ttl)
