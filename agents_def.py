@@ -1,9 +1,19 @@
-"""The town-hall agent, its instructions, and how its model is chosen.
+"""Who does what: the town hall's agents, their instructions, their tools, who hands off to whom,
+and how their model is chosen.
+
+Residents meet the Town Hall Assistant (triage). It answers general questions and looks up
+reports itself, and hands off, with the Agents SDK's handoffs, to a desk:
+- the Incident desk files incident reports (report_incident);
+- the Feedback desk files feedback and suggestions (submit_feedback).
+Both desks look up reports too, and hand back to the assistant when the resident moves on. The
+turn runner continues a conversation with the agent its last handoff went to (turns/roster.py).
+Tools from MCP servers (MCP_SERVER_URL) are offered to every agent.
 
 Model choice, from the settings:
 - OPENAI_BASE_URL set: any OpenAI-compatible server (Ollama, vLLM, LM Studio) via Chat Completions;
 - OPENAI_API_KEY set: the OpenAI Responses API;
-- neither: echo mode (echo_model.EchoModel), no key and no network.
+- neither: echo mode (echo_model.EchoModel), no key and no network. The echo model never hands
+  off: the assistant answers every message.
 """
 
 from __future__ import annotations
@@ -20,38 +30,126 @@ from agents import (
     Tool,
     retry_policies,
 )
+from agents.extensions.handoff_prompt import RECOMMENDED_PROMPT_PREFIX
+from agents.mcp import MCPServer
 from openai import AsyncOpenAI, DefaultAioHttpClient
 
-from tools import TOWN_HALL_TOOLS
+from tools import CHECK_REPORT_STATUS, REPORT_INCIDENT, SUBMIT_FEEDBACK
 from townhall.context import AppContext
 from townhall.settings import Settings
 from townhall.turns.echo_model import ECHO_MODEL_NAME, EchoModel
 from townhall.turns.lean_chat import LeanChatCompletionsModel
 from townhall.turns.lean_responses import LeanResponsesModel
 from townhall.turns.model_choice import ModelChoice
+from townhall.turns.roster import AgentRoster
 
-AGENT_NAME = "Town Hall Assistant"
+# --- Instructions -------------------------------------------------------------------------------
 
-INSTRUCTIONS = """\
-You are the digital town hall assistant of a city. You help residents with two things:
+TRIAGE_NAME = "Town Hall Assistant"
+INCIDENT_DESK_NAME = "Incident desk"  # the SDK's handoff tool: transfer_to_incident_desk
+FEEDBACK_DESK_NAME = "Feedback desk"  # transfer_to_feedback_desk
 
-1. Reporting incidents (a pothole, a broken streetlight, graffiti, noise, theft, flooding, ...).
-   Gather: what happened, where exactly, when it happened, who was involved (if anyone), and how
-   serious it is on a scale of 1 (minor) to 5 (dangerous).
-2. Giving feedback or suggestions about city services and places. Gather: the topic, a short
-   summary, and whether it is positive, neutral or negative.
+HOUSE_RULES = """How you work, whoever you are at the town hall:
+- Always answer in the language the resident writes in. Be brief, warm and factual.
+- Never invent details; ask only for what is missing, one or two questions at a time.
+- For emergencies (fire, crime in progress, injuries) tell the resident to call the emergency
+  number first.
+- A resident may ask for the status of a report: look it up with check_report_status and the
+  reference they give.
+"""
 
-How you work:
-- Ask only for what is missing, one or two questions at a time; never invent details.
+TRIAGE_INSTRUCTIONS = f"""{RECOMMENDED_PROMPT_PREFIX}
+
+You are the digital town hall assistant of a city, the first one residents talk to. Answer
+general questions about the city's services yourself. Residents come mostly for two things,
+and each has its own desk:
+1. Reporting an incident (a pothole, a broken streetlight, graffiti, noise, theft, flooding, ...):
+   hand off to the Incident desk.
+2. Giving feedback or a suggestion about city services and places: hand off to the Feedback desk.
+Hand off as soon as the resident's wish is clear; the desk gathers the details and files.
+
+{HOUSE_RULES}"""
+
+INCIDENT_DESK_INSTRUCTIONS = f"""{RECOMMENDED_PROMPT_PREFIX}
+
+You are the town hall's Incident desk: you take the resident's incident report and file it.
+Gather: what happened, where exactly, when it happened, who was involved (if anyone), and how
+serious it is on a scale of 1 (minor) to 5 (dangerous).
 - A name and contact are optional: ask once, and accept a refusal.
 - Before filing, repeat the key details in one short sentence and ask the resident to confirm.
   If they have already given everything and clearly asked you to file it, file it directly.
-- After filing, give the resident the reference exactly as the tool returned it and say what
-  happens next.
-- Always answer in the language the resident writes in. Be brief, warm and factual.
-- For emergencies (fire, crime in progress, injuries) tell the resident to call the emergency
-  number first.
-"""
+- After filing with report_incident, give the resident the reference exactly as the tool
+  returned it and say what happens next.
+- When the resident wants something else (feedback, a general question), hand back to the
+  Town Hall Assistant.
+
+{HOUSE_RULES}"""
+
+FEEDBACK_DESK_INSTRUCTIONS = f"""{RECOMMENDED_PROMPT_PREFIX}
+
+You are the town hall's Feedback desk: you take a resident's feedback or suggestion about city
+services and places and pass it on. Gather: the topic, a short summary in the resident's words,
+and whether it is positive, neutral or negative.
+- A name is optional: ask once, and accept a refusal.
+- Before submitting, repeat it in one short sentence and ask the resident to confirm. If they
+  have already given everything and clearly asked you to send it, send it directly.
+- After submitting with submit_feedback, give the resident the reference exactly as the tool
+  returned it and say what happens next.
+- When the resident wants something else (an incident report, a general question), hand back
+  to the Town Hall Assistant.
+
+{HOUSE_RULES}"""
+
+INCIDENT_DESK_HANDOFF = "Takes and files incident reports: potholes, lights, graffiti, noise, ..."
+FEEDBACK_DESK_HANDOFF = "Takes and files residents' feedback and suggestions about city services."
+TRIAGE_HANDOFF = "The town hall's first point of contact, for anything that is not this desk's."
+
+
+# --- Desks --------------------------------------------------------------------------------------
+
+
+def build_agents(
+    model: Model,
+    settings: ModelSettings | None = None,
+    tools: Sequence[Tool] | None = None,
+    mcp_servers: Sequence[MCPServer] = (),
+) -> AgentRoster:
+    """The town hall's agents, all on `model`. `tools`, when given, replaces the town-hall tools
+    of every agent (tests bring their own); `mcp_servers`' tools are offered to every agent."""
+
+    def agent(name: str, instructions: str, own: list[Tool], handoff: str | None) -> Agent:
+        return Agent[AppContext](
+            name=name,
+            instructions=instructions,
+            handoff_description=handoff,
+            model=model,
+            model_settings=settings or ModelSettings(),
+            tools=own if tools is None else list(tools),
+            mcp_servers=list(mcp_servers),
+        )
+
+    triage = agent(TRIAGE_NAME, TRIAGE_INSTRUCTIONS, [CHECK_REPORT_STATUS], TRIAGE_HANDOFF)
+    incident_desk = agent(
+        INCIDENT_DESK_NAME,
+        INCIDENT_DESK_INSTRUCTIONS,
+        [REPORT_INCIDENT, CHECK_REPORT_STATUS],
+        INCIDENT_DESK_HANDOFF,
+    )
+    feedback_desk = agent(
+        FEEDBACK_DESK_NAME,
+        FEEDBACK_DESK_INSTRUCTIONS,
+        [SUBMIT_FEEDBACK, CHECK_REPORT_STATUS],
+        FEEDBACK_DESK_HANDOFF,
+    )
+
+    # --- Handoffs -------------------------------------------------------------------------------
+    triage.handoffs = [incident_desk, feedback_desk]
+    incident_desk.handoffs = [triage]
+    feedback_desk.handoffs = [triage]
+    return AgentRoster.of(triage)
+
+
+# --- Model choice -------------------------------------------------------------------------------
 
 # Model calls are retried by the Runner only while nothing has been streamed to the resident
 # yet (the SDK refuses to replay a stream that already emitted output), with backoff.
@@ -115,19 +213,4 @@ def model_settings(settings: Settings) -> ModelSettings:
             },
             policy=_RETRY_POLICY,
         ),
-    )
-
-
-def build_town_hall_agent(
-    model: Model,
-    settings: ModelSettings | None = None,
-    tools: Sequence[Tool] = TOWN_HALL_TOOLS,
-) -> Agent[AppContext]:
-    """The agent residents talk to; `tools` are the function tools of tools.py."""
-    return Agent[AppContext](
-        name=AGENT_NAME,
-        instructions=INSTRUCTIONS,
-        model=model,
-        model_settings=settings or ModelSettings(),
-        tools=list(tools),
     )

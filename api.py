@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from agents import Model, Tool
 from fastapi.middleware.cors import CORSMiddleware
 
-from agents_def import build_town_hall_agent, choose_model, model_settings
-from tools import TOWN_HALL_TOOLS, progress_line
+from agents_def import build_agents, choose_model, model_settings
+from tools import progress_line
 from townhall.errors import install_error_handlers
 from townhall.http.about import SERVICE_NAME, VERSION
 from townhall.http.auth import AuthMiddleware
@@ -50,16 +50,14 @@ def create_app(
     clock: Clock | None = None,
 ) -> TownHallApp:
     """Build the app. `model` overrides the choice from settings (tests pass a ScriptedModel),
-    `tools` the town-hall tools, `store` the record store the settings name."""
+    `tools` the town-hall tools of every agent, `store` the record store the settings name."""
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level)
     quiet_model_attempts()
     choice = ModelChoice(model, "custom", type(model).__name__) if model else choose_model(settings)
-    agent = build_town_hall_agent(
-        choice.model, model_settings(settings), TOWN_HALL_TOOLS if tools is None else tools
-    )
+    roster = build_agents(choice.model, model_settings(settings), tools)
     services = build_services(
-        settings, choice, agent, progress_line=progress_line, store=store, clock=clock
+        settings, choice, roster, progress_line=progress_line, store=store, clock=clock
     )
     app = TownHallApp(
         title=SERVICE_NAME,

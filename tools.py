@@ -233,9 +233,10 @@ def _status_note(found: Found, full: bool) -> str:
 
 
 _TOOL_FUNCTIONS: list[Callable[..., Any]] = [report_incident, submit_feedback, check_report_status]
-TOWN_HALL_TOOLS: list[Tool] = [
+REPORT_INCIDENT, SUBMIT_FEEDBACK, CHECK_REPORT_STATUS = (
     function_tool(func, failure_error_function=tool_failure_message) for func in _TOOL_FUNCTIONS
-]
+)
+TOWN_HALL_TOOLS: list[Tool] = [REPORT_INCIDENT, SUBMIT_FEEDBACK, CHECK_REPORT_STATUS]
 # The same argument models the SDK validates with. By default the SDK keeps tool arguments out
 # of its errors (they may be personal data), so tool_failure_message re-validates to tell the
 # model what to fix.

@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 from api import create_app
 from tests.support.app import free_port, live_server, make_settings
+from tests.support.desks import to_incident_desk
 from townhall.http.routes.info import DEMO_PAGE
 from townhall.turns.echo_model import message_events
 
@@ -110,6 +111,7 @@ async def test_demo_page_streams_through_cors_and_remembers_the_session() -> Non
         [
             ModelStep.stream(gate),
             ModelStep.respond(remembers),
+            to_incident_desk(),
             [function_call("report_incident", POTHOLE, call_id="c1")],
             [assistant_message("Filed, thank you.")],
         ]

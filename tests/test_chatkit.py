@@ -22,6 +22,7 @@ from tests.support.chatkit_client import (
     thread_id_from,
     user_input,
 )
+from tests.support.desks import to_incident_desk
 from tests.support.model_streams import SlowStream
 from townhall.protocols.chatkit.routes import create_hosted_session
 
@@ -74,6 +75,7 @@ async def test_second_message_remembers_the_first() -> None:
 async def test_a_filed_report_shows_progress_and_a_receipt_card() -> None:
     model = ScriptedModel(
         [
+            to_incident_desk(),
             [function_call("report_incident", POTHOLE, call_id="c1")],
             [assistant_message("Your report is filed.")],
         ]
@@ -84,7 +86,10 @@ async def test_a_filed_report_shows_progress_and_a_receipt_card() -> None:
         thread_id = thread_id_from(events)
         items = await client.items(thread_id, order="asc")
     progress = of_type(events, "progress_update")
-    assert [p.text for p in progress] == ["Filing your report with the city…"]
+    assert [p.text for p in progress] == [
+        "Incident desk is answering",
+        "Filing your report with the city…",
+    ]
     widgets = [e.item for e in of_type(events, "thread.item.done") if e.item.type == "widget"]
     assert len(widgets) == 1
     card = widgets[0].widget.model_dump(exclude_none=True)

@@ -18,6 +18,7 @@ from agents.testing import ScriptedModel, assistant_message, function_call
 from api import create_app
 from tests.support.app import asgi_client, make_settings
 from tests.support.backends import backend
+from tests.support.desks import to_incident_desk
 
 ADMIN = {"Authorization": "Bearer admin-secret-dl"}
 RESIDENT = {"Authorization": "Bearer resident-secret-dl"}
@@ -40,6 +41,7 @@ def incident(description: str, location: str) -> dict[str, Any]:
 def files(arguments: dict[str, Any]) -> ScriptedModel:
     return ScriptedModel(
         [
+            to_incident_desk(),
             [function_call("report_incident", arguments, call_id="c1")],
             [assistant_message("Recorded.")],
         ]

@@ -19,6 +19,7 @@ from agents.testing import ScriptedModel, assistant_message, function_call
 from api import create_app
 from tests.support.app import asgi_client, make_settings
 from tests.support.backends import Backend, backend
+from tests.support.desks import back_to_triage, to_incident_desk
 
 OUTAGE_BACKENDS = ["postgresql", "supabase"]
 
@@ -40,7 +41,9 @@ def filing_model(count: int) -> ScriptedModel:
     steps: list[Any] = []
     for n in range(count):
         steps += [
+            to_incident_desk(),
             [function_call("report_incident", report(n), call_id=f"c{n}")],
+            back_to_triage(),  # the next filing, in this conversation or not, starts at triage
             [assistant_message(f"Report {n} is recorded.")],
         ]
     return ScriptedModel(steps)

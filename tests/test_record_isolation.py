@@ -28,6 +28,7 @@ from api import create_app
 from tests.support.app import asgi_client, make_settings
 from tests.support.backends import BACKENDS, backend
 from tests.support.chatkit_client import ChatKitClient, thread_id_from, user_input
+from tests.support.desks import back_to_triage, to_incident_desk
 from townhall.db.sqlite import SQLiteFile
 from townhall.protocols.chatkit.server import ChatKitRequestContext
 from townhall.protocols.chatkit.store import CHATKIT_SCHEMA, ChatKitStore
@@ -57,7 +58,8 @@ def _last_reference(call: ModelCall) -> list[Any]:
         for item in call.input
         if isinstance(item, dict) and item.get("type") == "function_call_output"
     ]
-    return [assistant_message(f"Filed as {outputs[-1]['reference']}.")]
+    filed = [output for output in outputs if "reference" in output]  # not the handoffs'
+    return [assistant_message(f"Filed as {filed[-1]['reference']}.")]
 
 
 _CALLS = itertools.count()
@@ -77,7 +79,9 @@ class Town:
     async def file(self, headers: dict[str, str], session_id: str) -> str:
         self.model.extend(
             [
+                to_incident_desk(),
                 [function_call("report_incident", REPORT, call_id=_call_id())],
+                back_to_triage(),  # the next filing in this conversation starts at triage again
                 ModelStep.respond(_last_reference),
             ]
         )
@@ -187,7 +191,11 @@ async def test_the_admin_key_sees_every_report(town: Town) -> None:
 
 async def test_a_chatkit_thread_id_is_no_way_into_its_reports() -> None:
     model = ScriptedModel(
-        [[function_call("report_incident", REPORT, call_id="kit-1")], [assistant_message("Filed.")]]
+        [
+            to_incident_desk(),
+            [function_call("report_incident", REPORT, call_id="kit-1")],
+            [assistant_message("Filed.")],
+        ]
     )
     async with asgi_client(create_app(make_settings(**KEYS), model=model)) as http:
         town = Town(http, model)

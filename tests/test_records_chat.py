@@ -15,6 +15,7 @@ from agents.testing import ModelCall, ModelStep, ScriptedModel, assistant_messag
 
 from api import create_app
 from tests.support.app import asgi_client, live_server, make_settings, wait_for
+from tests.support.desks import back_to_triage, to_feedback_desk, to_incident_desk
 from tests.support.frames import named, read_frames
 from tests.support.model_streams import SlowStream
 from townhall.records.model import Filer
@@ -45,10 +46,20 @@ GINZA_ARGS = {
 
 
 def tool_outputs(call: ModelCall) -> list[Any]:
-    """Outputs of the tool calls the model has seen so far, parsed when they are JSON."""
+    """Outputs of the tool calls the model has seen so far, parsed when they are JSON (the
+    handoffs' left out)."""
     outputs = []
+    handoffs = {
+        item.get("call_id")
+        for item in call.input
+        if isinstance(item, dict) and str(item.get("name", "")).startswith("transfer_to_")
+    }
     for item in call.input:
-        if isinstance(item, dict) and item.get("type") == "function_call_output":
+        if (
+            isinstance(item, dict)
+            and item.get("type") == "function_call_output"
+            and item.get("call_id") not in handoffs
+        ):
             try:
                 outputs.append(json.loads(item["output"]))
             except ValueError:
@@ -77,8 +88,11 @@ def sqlite_count(table: str) -> int:
 async def test_pothole_report_and_ginza_feedback_land_once_and_can_be_looked_up() -> None:
     model = ScriptedModel(
         [
+            to_incident_desk(),
             [function_call("report_incident", POTHOLE_ARGS, call_id="inc-1")],
             ModelStep.respond(confirm_last_reference),
+            back_to_triage(),
+            to_feedback_desk(),
             [function_call("submit_feedback", GINZA_ARGS, call_id="fb-1")],
             ModelStep.respond(confirm_last_reference),
             ModelStep.respond(
@@ -136,6 +150,7 @@ async def test_another_conversation_sees_status_and_category_but_no_personal_tex
     conversation a reference answers with its status and category only."""
     model = ScriptedModel(
         [
+            to_incident_desk(),
             [function_call("report_incident", POTHOLE_ARGS, call_id="inc-1")],
             ModelStep.respond(confirm_last_reference),
         ]
@@ -168,6 +183,7 @@ async def test_another_conversation_sees_status_and_category_but_no_personal_tex
 async def test_duplicate_tool_calls_in_one_turn_return_the_same_reference() -> None:
     model = ScriptedModel(
         [
+            to_incident_desk(),
             [
                 function_call("report_incident", POTHOLE_ARGS, call_id="dup-1"),
                 function_call("report_incident", POTHOLE_ARGS, call_id="dup-2"),
@@ -201,6 +217,7 @@ async def test_invalid_tool_arguments_go_back_to_the_model() -> None:
     bad = POTHOLE_ARGS | {"severity": 9, "category": "meteor"}
     model = ScriptedModel(
         [
+            to_incident_desk(),
             [function_call("report_incident", bad, call_id="bad-1")],
             [function_call("report_incident", POTHOLE_ARGS, call_id="good-1")],
             [assistant_message("Filed after fixing.")],
@@ -215,7 +232,7 @@ async def test_invalid_tool_arguments_go_back_to_the_model() -> None:
     assert first["output"].startswith("The tool was not run: the arguments were invalid")
     assert "severity" in first["output"] and "category" in first["output"]
     assert second["output"]["reference"].startswith("INC-")
-    heard = tool_outputs(model.calls[1])
+    heard = tool_outputs(model.calls[2])
     assert heard == [first["output"]]  # the model heard what to fix
     assert sqlite_count("incidents") == 1
 
@@ -223,7 +240,11 @@ async def test_invalid_tool_arguments_go_back_to_the_model() -> None:
 async def test_record_survives_a_client_that_disconnects_right_after_the_tool_ran() -> None:
     slow = SlowStream(count=1000, gap=0.01)
     model = ScriptedModel(
-        [[function_call("report_incident", POTHOLE_ARGS, call_id="inc-dc")], ModelStep.stream(slow)]
+        [
+            to_incident_desk(),
+            [function_call("report_incident", POTHOLE_ARGS, call_id="inc-dc")],
+            ModelStep.stream(slow),
+        ]
     )
     app = create_app(make_settings(), model=model)
     async with live_server(app) as base_url, httpx.AsyncClient(base_url=base_url) as client:
@@ -242,6 +263,7 @@ async def test_a_failing_outbox_and_store_still_ends_the_stream_well(tmp_path: P
     """Even when nothing can be written, the resident hears the truth and the stream ends."""
     model = ScriptedModel(
         [
+            to_incident_desk(),
             [function_call("report_incident", POTHOLE_ARGS, call_id="inc-x")],
             [assistant_message("Sorry, please try again later.")],
         ]

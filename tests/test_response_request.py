@@ -16,7 +16,7 @@ from agents import ModelSettings, ModelTracing, generation_span
 from agents.models.openai_chatcompletions import OpenAIChatCompletionsModel
 from openai import AsyncOpenAI
 
-from agents_def import build_town_hall_agent
+from agents_def import build_agents
 from tests.support.app import live_server
 from tests.support.recording_upstream import (
     HISTORY,
@@ -88,7 +88,7 @@ async def chat_request(
 ) -> None:
     """One Chat Completions request the SDK's way (its `_fetch_response`), through `model_class`."""
     model = model_class("gpt-test", client)
-    agent = build_town_hall_agent(model, settings, TOWN_HALL_TOOLS)
+    agent = build_agents(model, settings, TOWN_HALL_TOOLS).first
     with generation_span(disabled=True) as span:
         answer = await model._fetch_response(
             "You are the town hall's assistant.",

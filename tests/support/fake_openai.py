@@ -95,8 +95,10 @@ class FakeOpenAI:
             return
         words = _answer_words(request, responses, self.tokens)
         stream: ResponsesStream | ChatStream
-        if responses and _wants_a_report(request):
-            stream = ToolCallStream(words, next(self._ids), _report_arguments(request))
+        tool = _report_step(request) if responses else None
+        if tool is not None:
+            arguments = _report_arguments(request) if tool == "report_incident" else {}
+            stream = ToolCallStream(words, next(self._ids), tool, arguments)
         elif responses:
             stream = ResponsesStream(words, next(self._ids))
         else:
@@ -292,17 +294,29 @@ class ResponsesStream:
         return self._first_token <= index < self._after_tokens
 
 
-def _wants_a_report(request: dict[str, Any]) -> bool:
-    """A last user message starting `REPORT:` that no tool output has answered yet."""
+def _report_step(request: dict[str, Any]) -> str | None:
+    """The tool the fake calls for a last user message starting `REPORT:`: `report_incident`
+    once it is offered (at the Incident desk), and before that the handoff to the desk; None
+    when the message is no report or the tool has been called since it."""
     items = request.get("input")
     if not isinstance(items, list):
-        return False
-    for item in reversed(items):
-        if isinstance(item, dict) and item.get("type") == "function_call_output":
-            return False
-        if isinstance(item, dict) and item.get("role") == "user":
-            return str(item.get("content", "")).startswith("REPORT:")
-    return False
+        return None
+    users = [
+        i for i, item in enumerate(items) if isinstance(item, dict) and item.get("role") == "user"
+    ]
+    if not users or not str(items[users[-1]].get("content", "")).startswith("REPORT:"):
+        return None
+    called = {
+        item.get("name")
+        for item in items[users[-1] :]
+        if isinstance(item, dict) and item.get("type") == "function_call"
+    }
+    offered = {tool.get("name") for tool in request.get("tools") or [] if isinstance(tool, dict)}
+    if "report_incident" in offered:
+        return None if "report_incident" in called else "report_incident"
+    if "transfer_to_incident_desk" in offered and not called:
+        return "transfer_to_incident_desk"
+    return None
 
 
 def _report_arguments(request: dict[str, Any]) -> dict[str, Any]:
@@ -320,16 +334,16 @@ def _report_arguments(request: dict[str, Any]) -> dict[str, Any]:
 
 
 class ToolCallStream(ResponsesStream):
-    """A response that calls `report_incident` (for end-to-end runs that file records)."""
+    """A response that calls the tool `name` (for end-to-end runs that file records)."""
 
-    def __init__(self, words: list[str], n: int, arguments: dict[str, Any]) -> None:
+    def __init__(self, words: list[str], n: int, name: str, arguments: dict[str, Any]) -> None:
         super().__init__(words, n)
         self.arguments = json.dumps(arguments, separators=(",", ":"))
         self.call = {
             "id": f"fc_fake_{n}",
             "call_id": f"call_fake_{n}",
             "type": "function_call",
-            "name": "report_incident",
+            "name": name,
             "arguments": "",
             "status": "in_progress",
         }

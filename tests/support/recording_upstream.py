@@ -13,7 +13,7 @@ from agents.models.openai_responses import OpenAIResponsesModel
 from openai import AsyncOpenAI
 from starlette.types import Receive, Scope, Send
 
-from agents_def import build_town_hall_agent
+from agents_def import build_agents
 from tools import TOWN_HALL_TOOLS
 
 SSE = b'data: {"type":"response.created"}\n\n'
@@ -123,7 +123,7 @@ SETTINGS = [
 
 def create_kwargs(client: AsyncOpenAI, settings: ModelSettings) -> dict[str, Any]:
     model = OpenAIResponsesModel("gpt-test", client)
-    agent = build_town_hall_agent(model, settings, TOWN_HALL_TOOLS)
+    agent = build_agents(model, settings, TOWN_HALL_TOOLS).first
     return model._build_response_create_kwargs(
         system_instructions="You are the town hall's assistant.",
         input=HISTORY,

@@ -5,11 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from agents import Agent
 from fastapi import Depends, Request
 from pydantic import SecretStr
 
-from townhall.context import AppContext
 from townhall.db.postgres import PostgresDatabase
 from townhall.db.sqlite import SQLiteFile
 from townhall.http.about import SERVICE_NAME
@@ -30,6 +28,7 @@ from townhall.turns.drain import Drain
 from townhall.turns.model_choice import ModelChoice
 from townhall.turns.pipeline import TurnPipeline
 from townhall.turns.rate_limit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from townhall.turns.roster import AgentRoster
 from townhall.turns.runner import TurnRunner
 
 
@@ -53,14 +52,14 @@ class Services:
 def build_services(
     settings: Settings,
     choice: ModelChoice,
-    agent: Agent[AppContext],
+    roster: AgentRoster,
     *,
     progress_line: ProgressLine = lambda call: None,
     store: RecordStore | None = None,
     clock: Clock | None = None,
 ) -> Services:
-    """The stores, the desk, the turn pipeline and the ChatKit server, for `agent`
-    (`progress_line`: what a chat widget shows while a tool runs)."""
+    """The stores, the desk, the turn pipeline and the ChatKit server, for the agents of
+    `roster` (`progress_line`: what a chat widget shows while a tool runs)."""
     desk = RecordDesk(
         store or choose_store(settings),
         Outbox(settings.outbox_path),
@@ -69,7 +68,7 @@ def build_services(
         retry_max=settings.outbox_retry_max_seconds,
     )
     turns = TurnRunner(
-        agent,
+        roster,
         tracing=settings.tracing_enabled,
         workflow_name=SERVICE_NAME,
         read_ahead_chars=settings.stream_read_ahead_chars,

@@ -158,9 +158,11 @@ class TurnPipeline:
         *,
         label: str,
         slot: Slot | None = None,
+        answering: str | None = None,
     ) -> OpenTurn:
         """Run an admitted turn on `lease` (which `leases` handed out and gets back); the turn
-        gives back `slot` when it ends (ChatKit's route holds its own)."""
+        gives back `slot` when it ends (ChatKit's route holds its own). `answering`: the agent
+        that answers, for a protocol that keeps the conversation (runner.TurnRunner.stream)."""
         untrack = self.drain.track(lambda: lease.cancel(SERVER_RESTARTING.code))
-        events = self.runner.stream(lease, agent_input, context)
+        events = self.runner.stream(lease, agent_input, context, answering)
         return OpenTurn(leases, lease, label, events, untrack, slot)

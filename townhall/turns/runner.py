@@ -16,7 +16,6 @@ from typing import Any
 import httpx2
 import openai
 from agents import (
-    Agent,
     AgentUpdatedStreamEvent,
     MaxTurnsExceeded,
     RawResponsesStreamEvent,
@@ -40,6 +39,7 @@ from townhall.turns.events import (
     ToolResult,
     TurnEvent,
 )
+from townhall.turns.roster import AgentRoster
 from townhall.turns.sse_decode import StreamDecodeError
 from townhall.turns.stream_limits import CURRENT_CREDIT, AnswerTooLong, ClientStalled, StreamCredit
 
@@ -152,17 +152,18 @@ def quiet_model_attempts() -> None:
 
 
 class TurnRunner:
-    """Runs the town-hall agent for one message of one conversation."""
+    """Runs the town hall's agents for one message of one conversation: the agent the
+    conversation's last handoff went to answers (roster.py)."""
 
     def __init__(
         self,
-        agent: Agent[AppContext],
+        roster: AgentRoster,
         *,
         tracing: bool,
         workflow_name: str,
         read_ahead_chars: int = STREAM_READ_AHEAD_CHARS,
     ) -> None:
-        self.agent = agent
+        self.roster = roster
         self.tracing = tracing
         self.workflow_name = workflow_name
         self.read_ahead_chars = read_ahead_chars  # 0: unbounded
@@ -176,15 +177,34 @@ class TurnRunner:
         )
 
     async def stream(
-        self, lease: TurnLease, agent_input: str | list[TResponseInputItem], context: AppContext
+        self,
+        lease: TurnLease,
+        agent_input: str | list[TResponseInputItem],
+        context: AppContext,
+        answering: str | None = None,
     ) -> AsyncGenerator[TurnEvent, None]:
-        """Frames for one turn: text, tool calls and results, then `done` or `error`.
+        """Frames for one turn: text, tool calls and results, handoffs, then `done` or `error`.
 
         `agent_input` is the new message, read with the lease's history; or, for a lease with no
-        history (the protocol keeps the conversation), the whole conversation so far.
+        history (the protocol keeps the conversation), the whole conversation so far, and
+        `answering` names the agent that answers it (the protocol keeps that too).
         The caller owns the lease; if the caller stops iterating (the client went away) the run
         is cancelled at once, so no more model tokens are pulled.
         """
+        history = lease.history
+        try:
+            if history is not None:
+                history = ReadOnce(history, await history.get_items())
+                agent = self.roster.answering(history.items or ())
+            else:
+                agent = self.roster.by_name.get(answering or "", self.roster.first)
+        except Exception as error:  # the store went away before the turn began
+            failure = describe_failure(error)
+            _log_failure(failure, error)
+            yield failure
+            return
+        if agent is not self.roster.first:  # the front end learns who answers from here on
+            yield AgentChanged(agent.name)
         # The model streams (lean_chat, lean_responses) wait for this credit, which we give back
         # once a frame was taken by the SSE writer: the SDK's own event queue is unbounded and
         # filled with put_nowait, so this is what keeps a slow client from pulling the upstream.
@@ -195,12 +215,12 @@ class TurnRunner:
         credit_token = CURRENT_CREDIT.set(credit)
         try:
             result = Runner.run_streamed(
-                self.agent,
+                agent,
                 agent_input,
                 context=context,
                 max_turns=MAX_AGENT_TURNS,
                 run_config=self.run_config(lease.session_id),
-                session=lease.history,
+                session=history,
             )
         finally:
             CURRENT_CREDIT.reset(credit_token)
@@ -249,6 +269,37 @@ class TurnRunner:
             yield failure
             return
         yield _finished(result.final_output, result)
+
+
+class ReadOnce:
+    """A conversation's history for one run, whose first whole read is the one the runner made
+    to choose the answering agent: the SDK's own read then costs no second round trip. Nobody
+    else writes while the turn holds the lease; a write drops the copy."""
+
+    def __init__(self, inner: Any, items: list[TResponseInputItem]) -> None:
+        self.inner = inner
+        self.items: list[TResponseInputItem] | None = items
+        self.session_id = inner.session_id
+        self.session_settings = inner.session_settings
+
+    async def get_items(self, limit: int | None = None) -> list[TResponseInputItem]:
+        items, self.items = self.items, None
+        if items is None or limit is not None:
+            return list(await self.inner.get_items(limit))
+        return list(items)
+
+    async def add_items(self, items: list[TResponseInputItem]) -> None:
+        self.items = None
+        await self.inner.add_items(items)
+
+    async def pop_item(self) -> TResponseInputItem | None:
+        self.items = None
+        item: TResponseInputItem | None = await self.inner.pop_item()
+        return item
+
+    async def clear_session(self) -> None:
+        self.items = None
+        await self.inner.clear_session()
 
 
 async def _save_partial(lease: TurnLease, text: str) -> None:

@@ -30,7 +30,7 @@ from townhall.protocols.chatkit.render import ProgressLine, ThreadRenderer
 from townhall.protocols.chatkit.store import ChatKitStore
 from townhall.sessions.local_leases import LocalLeases
 from townhall.sessions.store import TurnLease
-from townhall.turns.events import Failed
+from townhall.turns.events import AgentChanged, Failed
 from townhall.turns.pipeline import TurnPipeline
 
 logger = logging.getLogger(__name__)
@@ -38,6 +38,8 @@ logger = logging.getLogger(__name__)
 HISTORY_ITEMS = 40
 CHATKIT_CONVERSATION_PREFIX = "chatkit:"
 TITLE_CHARS = 60
+# The thread's metadata key for the agent that answers its next message (the last handoff's).
+ANSWERING_AGENT = "agent"
 CHATKIT_REQUEST = TypeAdapter[ChatKitReq](ChatKitReq)
 
 
@@ -98,7 +100,14 @@ class TownHallChatKitServer(ChatKitServer[ChatKitRequestContext]):
             conversation_id=lease.conversation_id,
             admin=context.admin,
         )
-        turn = self.pipeline.start(self.leases, lease, agent_input, app_context, label=thread.id)
+        turn = self.pipeline.start(
+            self.leases,
+            lease,
+            agent_input,
+            app_context,
+            label=thread.id,
+            answering=thread.metadata.get(ANSWERING_AGENT),
+        )
         renderer = ThreadRenderer(
             thread.id,
             lambda: self.store.generate_item_id("message", thread, context),
@@ -107,6 +116,8 @@ class TownHallChatKitServer(ChatKitServer[ChatKitRequestContext]):
         try:
             async for event in turn.events:
                 turn.observe(event)
+                if isinstance(event, AgentChanged):  # saved with the thread by ChatKitServer
+                    thread.metadata[ANSWERING_AGENT] = event.name
                 for rendered in renderer.render(event):
                     yield rendered
                 if isinstance(event, Failed):
