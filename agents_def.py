@@ -30,12 +30,13 @@ from agents import (
     Tool,
     retry_policies,
 )
+from agents.agent import MCPConfig
 from agents.extensions.handoff_prompt import RECOMMENDED_PROMPT_PREFIX
-from agents.mcp import MCPServer
 from openai import AsyncOpenAI, DefaultAioHttpClient
 
 from tools import CHECK_REPORT_STATUS, REPORT_INCIDENT, SUBMIT_FEEDBACK
 from townhall.context import AppContext
+from townhall.mcp_links import MCPLinks
 from townhall.settings import Settings
 from townhall.turns.echo_model import ECHO_MODEL_NAME, EchoModel
 from townhall.turns.lean_chat import LeanChatCompletionsModel
@@ -112,10 +113,13 @@ def build_agents(
     model: Model,
     settings: ModelSettings | None = None,
     tools: Sequence[Tool] | None = None,
-    mcp_servers: Sequence[MCPServer] = (),
+    mcp: MCPLinks | None = None,
 ) -> AgentRoster:
     """The town hall's agents, all on `model`. `tools`, when given, replaces the town-hall tools
-    of every agent (tests bring their own); `mcp_servers`' tools are offered to every agent."""
+    of every agent (tests bring their own); the tools of `mcp`'s servers are offered to every
+    agent, and a failed MCP call is told to the model as `mcp.tool_failure` words it."""
+    mcp_servers = list(mcp.servers) if mcp else []
+    mcp_config: MCPConfig = {"failure_error_function": mcp.tool_failure} if mcp else {}
 
     def agent(name: str, instructions: str, own: list[Tool], handoff: str | None) -> Agent:
         return Agent[AppContext](
@@ -126,6 +130,7 @@ def build_agents(
             model_settings=settings or ModelSettings(),
             tools=own if tools is None else list(tools),
             mcp_servers=list(mcp_servers),
+            mcp_config=mcp_config,
         )
 
     triage = agent(TRIAGE_NAME, TRIAGE_INSTRUCTIONS, [CHECK_REPORT_STATUS], TRIAGE_HANDOFF)
@@ -146,7 +151,10 @@ def build_agents(
     triage.handoffs = [incident_desk, feedback_desk]
     incident_desk.handoffs = [triage]
     feedback_desk.handoffs = [triage]
-    return AgentRoster.of(triage)
+    roster = AgentRoster.of(triage)
+    if mcp is not None:  # no MCP tool may take the name of one of ours
+        mcp.reserve(roster.tool_names())
+    return roster
 
 
 # --- Model choice -------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from townhall.http.routes import admin, chat, info, sessions
 from townhall.http.send_buffer import TownHallApp
 from townhall.http.services import build_services
 from townhall.logs import configure_logging
+from townhall.mcp_links import MCPLinks
 from townhall.protocols.chatkit.routes import chatkit_router
 from townhall.records.store import RecordStore
 from townhall.sessions.registry import Clock
@@ -55,9 +56,10 @@ def create_app(
     configure_logging(settings.log_level)
     quiet_model_attempts()
     choice = ModelChoice(model, "custom", type(model).__name__) if model else choose_model(settings)
-    roster = build_agents(choice.model, model_settings(settings), tools)
+    mcp = MCPLinks.from_settings(settings)
+    roster = build_agents(choice.model, model_settings(settings), tools, mcp)
     services = build_services(
-        settings, choice, roster, progress_line=progress_line, store=store, clock=clock
+        settings, choice, roster, mcp, progress_line=progress_line, store=store, clock=clock
     )
     app = TownHallApp(
         title=SERVICE_NAME,

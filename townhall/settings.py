@@ -6,6 +6,7 @@ values fail at start-up with a message that names the variable; secrets never ap
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -77,6 +78,13 @@ class Settings(BaseModel):
     outbox_retry_seconds: float = Field(2, gt=0)
     outbox_retry_max_seconds: float = Field(300, gt=0)
     chatkit_workflow_id: str | None = None
+    # MCP servers whose tools every agent is offered (streamable HTTP; comma-separated URLs),
+    # the headers sent to them (a JSON object, e.g. {"Authorization": "Bearer ..."}), how long
+    # any MCP call may take, and the longest wait between reconnect attempts.
+    mcp_server_url: str | None = None
+    mcp_headers: SecretStr | None = None
+    mcp_timeout_seconds: float = Field(10, gt=0, le=600)
+    mcp_retry_max_seconds: float = Field(30, gt=0)
 
     @field_validator("openai_base_url")
     @classmethod
@@ -84,6 +92,30 @@ class Settings(BaseModel):
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value
+
+    @field_validator("mcp_server_url")
+    @classmethod
+    def _mcp_urls_are_http(cls, value: str | None) -> str | None:
+        for url in _split(value or ""):
+            if not url.startswith(("http://", "https://")):
+                raise ValueError("each URL must start with http:// or https://")
+            _well_formed_url(url)
+        return value
+
+    @field_validator("mcp_headers")
+    @classmethod
+    def _mcp_headers_are_a_json_object(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            _header_map(value.get_secret_value())  # the message never quotes the value
+        return value
+
+    @property
+    def mcp_server_urls(self) -> list[str]:
+        return _split(self.mcp_server_url or "")
+
+    @property
+    def mcp_header_map(self) -> dict[str, str]:
+        return _header_map(self.mcp_headers.get_secret_value()) if self.mcp_headers else {}
 
     @field_validator("session_store")
     @classmethod
@@ -184,6 +216,22 @@ class Settings(BaseModel):
 
 
 _LOG_LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _header_map(raw: str) -> dict[str, str]:
+    try:
+        headers = json.loads(raw)
+    except ValueError:
+        raise ValueError("must be a JSON object of header names to values") from None
+    if not isinstance(headers, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+    ):
+        raise ValueError("must be a JSON object of header names to string values")
+    return headers
 
 
 def _well_formed_url(url: str) -> str:

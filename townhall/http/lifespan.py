@@ -47,6 +47,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     logger.info(
         "sessions: %s (%s)", services.sessions.backend, mask_url(services.settings.session_store)
     )
+    await services.mcp.start()  # bounded: a server that is down keeps retrying in the background
+    for link in services.mcp.status():
+        logger.info("MCP server %s: %s, %d tools", link.name, link.state, len(link.tools))
     sweeper = asyncio.create_task(
         _expire_sessions(services.sessions, services.settings.session_ttl_seconds)
     )
@@ -60,6 +63,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sweeper
+        await services.mcp.stop()
         # Filings in flight get a few seconds to land (or reach the outbox) before we close.
         await services.desk.close(drain_timeout=5.0)
         await services.chatkit.threads.close()

@@ -13,6 +13,7 @@ from townhall.db.sqlite import SQLiteFile
 from townhall.http.about import SERVICE_NAME
 from townhall.http.auth import KeyRing, Principal
 from townhall.http.caller import principal
+from townhall.mcp_links import MCPLinks
 from townhall.protocols.chatkit.render import ProgressLine
 from townhall.protocols.chatkit.server import TownHallChatKitServer
 from townhall.protocols.chatkit.store import CHATKIT_SCHEMA, ChatKitStore
@@ -47,19 +48,22 @@ class Services:
     keys: KeyRing
     rate_limiter: RateLimiter | None
     drain: Drain
+    mcp: MCPLinks
 
 
 def build_services(
     settings: Settings,
     choice: ModelChoice,
     roster: AgentRoster,
+    mcp: MCPLinks | None = None,
     *,
     progress_line: ProgressLine = lambda call: None,
     store: RecordStore | None = None,
     clock: Clock | None = None,
 ) -> Services:
     """The stores, the desk, the turn pipeline and the ChatKit server, for the agents of
-    `roster` (`progress_line`: what a chat widget shows while a tool runs)."""
+    `roster` and the MCP servers they use (`progress_line`: what a chat widget shows while a
+    tool runs)."""
     desk = RecordDesk(
         store or choose_store(settings),
         Outbox(settings.outbox_path),
@@ -102,6 +106,7 @@ def build_services(
         keys=KeyRing(settings.api_key_list, _secret(settings.admin_key)),
         rate_limiter=rate_limiter,
         drain=drain,
+        mcp=mcp or MCPLinks([]),
     )
 
 

@@ -45,6 +45,11 @@ class AgentRoster:
     def agents(self) -> list[Agent[Any]]:
         return list(self.by_name.values())
 
+    def tool_names(self) -> set[str]:
+        """Every function tool's and handoff's name, across the agents."""
+        own = {tool.name for agent in self.agents for tool in agent.tools if hasattr(tool, "name")}
+        return own | set(self.by_handoff_tool)
+
     def answering(self, items: Iterable[Any]) -> Agent[Any]:
         """The agent that answers after `items` (a conversation's history, oldest first)."""
         last = self.first

@@ -350,7 +350,16 @@ def _parse_arguments(arguments: str | None) -> Any:
 
 
 def _tool_output(value: Any) -> Any:
-    """A tool's output for the client: JSON text is sent as the object it encodes."""
+    """A tool's output for the client: JSON text is sent as the object it encodes, and an MCP
+    tool's text content (`{"type": "text", "text": ...}`, as the SDK passes it on) as its text."""
+    if isinstance(value, list):
+        return [_tool_output(part) for part in value]
+    if (
+        isinstance(value, dict)
+        and value.get("type") == "text"
+        and isinstance(value.get("text"), str)
+    ):
+        value = value["text"]
     if isinstance(value, str) and value.startswith("{"):
         try:
             return json.loads(value)

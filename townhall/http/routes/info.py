@@ -12,6 +12,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from townhall.http.about import ECHO_NOTICE, ENDPOINTS, PROJECT_ROOT, SERVICE_NAME, VERSION
 from townhall.http.schemas import Check, Health, ServiceInfo
 from townhall.http.services import ServicesDep
+from townhall.mcp_links import MCPLinks
 from townhall.records.filing import RecordDesk
 from townhall.sessions.store import SessionStore
 from townhall.turns.drain import Drain
@@ -72,10 +73,30 @@ async def health(services: ServicesDep) -> JSONResponse:
         ),
         **_drain_check(services.drain),
         **records,
+        **_mcp_check(services.mcp),
     }
     status = _overall(checks)
     body = Health(status=status, checks=checks)
     return JSONResponse(body.model_dump(), status_code=503 if status == "unhealthy" else 200)
+
+
+def _mcp_check(mcp: MCPLinks) -> dict[str, Check]:
+    """MCP servers add tools; turns go on without a server that is down (degraded)."""
+    if not mcp.links:
+        return {}
+    servers = mcp.status()
+    return {
+        "mcp": Check(
+            status="ok" if all(s.state == "up" for s in servers) else "down",
+            required=False,
+            detail={
+                "servers": [
+                    {"name": s.name, "state": s.state, "tools": s.tools, "last_error": s.last_error}
+                    for s in servers
+                ]
+            },
+        )
+    }
 
 
 def _drain_check(drain: Drain) -> dict[str, Check]:

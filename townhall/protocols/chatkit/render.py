@@ -1,10 +1,11 @@
 """The turn pipeline's events as ChatKit thread events: the ChatKit adapter's renderer.
 
 A reply streams as one assistant message item (added, text deltas, done); a tool call shows a
-progress line while it runs; a filed report's receipt appears as a card; a handoff shows who
-answers now. A failure finishes the message as it stands (ChatKitServer saves an item on its
-done event, so the thread keeps what the resident saw) and ends the stream with ChatKit's error
-event, carrying the resident-fit message of the `Failed` event.
+progress line while it runs; a filed report's receipt appears as a card, and a widget an (MCP)
+tool returns as that widget; a handoff shows who answers now. A failure finishes the message as
+it stands (ChatKitServer saves an item on its done event, so the thread keeps what the resident
+saw) and ends the stream with ChatKit's error event, carrying the resident-fit message of the
+`Failed` event.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from chatkit.types import (
     ThreadStreamEvent,
     WidgetItem,
 )
-from chatkit.widgets import DynamicWidgetRoot, WidgetTemplate
-from pydantic import ValidationError
+from chatkit.widgets import DynamicWidgetRoot, WidgetRoot, WidgetTemplate
+from pydantic import TypeAdapter, ValidationError
 
 from townhall.records.receipts import FilingReceipt
 from townhall.turns.events import (
@@ -70,6 +71,25 @@ def receipt_of(result: ToolResult) -> FilingReceipt | None:
         return None
 
 
+WIDGET_ROOT = TypeAdapter[WidgetRoot](WidgetRoot)
+WIDGET_ROOT_TYPES = ("Card", "ListView", "Basic")
+
+
+def widget_of(result: ToolResult) -> WidgetRoot | None:
+    """The ChatKit widget a tool returned (an MCP tool's `{"widget": ...}`, or a widget root
+    itself), if it is one ChatKit can render; anything else stays a plain tool result."""
+    output = result.output
+    if not isinstance(output, dict):
+        return None
+    candidate = output.get("widget", output)
+    if not isinstance(candidate, dict) or candidate.get("type") not in WIDGET_ROOT_TYPES:
+        return None
+    try:
+        return WIDGET_ROOT.validate_python(candidate)
+    except ValidationError:
+        return None
+
+
 class ThreadRenderer:
     """Renders one turn into one thread. `new_id` mints a store item id (ChatKit's ids)."""
 
@@ -92,7 +112,10 @@ class ThreadRenderer:
             return self.finish() + ([ProgressUpdateEvent(text=line, icon="write")] if line else [])
         if isinstance(event, ToolResult):
             receipt = receipt_of(event)
-            return [self._card(receipt)] if receipt is not None else []
+            if receipt is not None:
+                return [self._widget(receipt_card(receipt), receipt.note)]
+            widget = widget_of(event)
+            return [self._widget(widget, None)] if widget is not None else []
         if isinstance(event, AgentChanged):
             answering = ProgressUpdateEvent(text=f"{event.name} is answering", icon="user")
             return [*self.finish(), answering]
@@ -134,13 +157,13 @@ class ThreadRenderer:
         events.append(ThreadItemUpdatedEvent(item_id=self._message.id, update=update))
         return events
 
-    def _card(self, receipt: FilingReceipt) -> ThreadStreamEvent:
+    def _widget(self, widget: WidgetRoot, copy_text: str | None) -> ThreadStreamEvent:
         return ThreadItemDoneEvent(
             item=WidgetItem(
                 id=self.new_id(),
                 thread_id=self.thread_id,
                 created_at=datetime.now(),
-                widget=receipt_card(receipt),
-                copy_text=receipt.note,
+                widget=widget,
+                copy_text=copy_text,
             )
         )
