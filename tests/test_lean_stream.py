@@ -70,7 +70,7 @@ async def test_events_split_across_reads_and_crlf_line_ends() -> None:
 
 
 async def test_tool_calls_and_done_markers() -> None:
-    stream = ToolCallStream(["x"], 3, {"category": "pothole"})
+    stream = ToolCallStream(["x"], 3, "report_incident", {"category": "pothole"})
     events = await decode(*stream.chunks(), b"data: [DONE]\n\n")
     kinds = [e.type for e in events]
     assert kinds == [

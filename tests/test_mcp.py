@@ -240,6 +240,21 @@ async def test_a_server_killed_during_a_call_ends_that_call_not_the_turn(
     assert after_kill < 10  # not the 20 s call timeout: the broken connection ends the call
 
 
+async def test_a_healthy_server_stays_up_through_its_checks(
+    mcp_server: MCPProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The periodic check must pass against a real server (MCP ping would not: the mcp
+    package's own server answers it with "Method not found")."""
+    monkeypatch.setattr("townhall.mcp_links.CHECK_SECONDS", 0.1)
+    await mcp_server.start()
+    async with town_hall(settings_for(mcp_server), ScriptedModel([])) as client:
+        states = []
+        for _ in range(10):  # ten checks and more
+            await asyncio.sleep(0.15)
+            states.append((await mcp_state(client))[1])
+    assert set(states) == {"up"}
+
+
 async def test_a_server_started_late_is_connected_in_the_background(
     mcp_server: MCPProcess,
 ) -> None:
@@ -331,6 +346,42 @@ async def test_several_servers_one_down_leaves_the_others_working(mcp_server: MC
     states = [s["state"] for s in health["checks"]["mcp"]["detail"]["servers"]]
     assert states == ["up", "down"] and health["status"] == "degraded"
     assert offered(model.calls[0]) == sorted(["check_report_status", *MCP_TOOLS])
+
+
+async def test_two_servers_with_the_same_tools_offer_each_name_once(mcp_server: MCPProcess) -> None:
+    """The SDK fails every turn that offers two tools of one name: the server listed first
+    keeps the name; the second offers it only while the first is down."""
+    second = MCPProcess(free_port())
+    await mcp_server.start()
+    await second.start()
+    try:
+        model = ScriptedModel(
+            [
+                [function_call("ward_of", {"street": "Main Street"}, call_id="twice")],
+                [assistant_message("Ward 7.")],
+            ]
+        )
+        settings = settings_for(mcp_server, mcp_server_url=f"{mcp_server.url},{second.url}")
+        async with town_hall(settings, model) as client:
+            frames = await chat(client, "ward?", "mcp-twice")
+            await mcp_server.stop()
+            model.extend(
+                [
+                    [function_call("ward_of", {"street": "Side Street"}, call_id="gone")],
+                    [assistant_message("That one is down.")],
+                ]
+            )
+            await chat(client, "and Side Street?", "mcp-twice")  # the failed call: checked now
+            await wait_state(client, "down", limit=5)
+            model.extend([[assistant_message("Still here.")]])
+            await chat(client, "and now?", "mcp-twice")
+            servers = (await client.get("/health")).json()["checks"]["mcp"]["detail"]["servers"]
+    finally:
+        await second.stop()
+    assert named(frames, "tool_result")[0]["output"]["ward"] == 7
+    assert offered(model.calls[0]) == sorted(["check_report_status", *MCP_TOOLS])
+    assert offered(model.calls[-1]) == sorted(["check_report_status", *MCP_TOOLS])  # the second's
+    assert [s["state"] for s in servers] == ["down", "up"]
 
 
 POTHOLE = {

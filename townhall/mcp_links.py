@@ -3,12 +3,13 @@ kept connected in the background so that a server that is down never stops the s
 
 Each server has one link: a task that connects (the SDK's client opens its streams in a task
 group, so connecting and closing happen in that one task), lists the tools once to fill the
-SDK's cache, then checks the server with an MCP ping every so often, and at once after a call
-failed. A server that does not answer is closed and reconnected with backoff; its tool list is
-fetched anew on reconnect. Every agent holds every link's server in `mcp_servers`; a server that
-is down offers no tools (`LinkedServer.list_tools`), so a turn runs on without them. A failed
-call becomes a tool message the model can explain (`MCPLinks.tool_failure`), never a crash, and
-every MCP request is bounded by MCP_TIMEOUT_SECONDS.
+SDK's cache, then checks that the server answers (a tools/list request) every so often, and at
+once after a call failed. A server that does not answer is closed and reconnected with backoff;
+its tool list is fetched anew on reconnect. Every agent holds every link's server in
+`mcp_servers`; a server that is down offers no tools (`LinkedServer.list_tools`), so a turn runs
+on without them. A failed call becomes a tool message the model can explain
+(`MCPLinks.tool_failure`), never a crash, and every MCP request is bounded by
+MCP_TIMEOUT_SECONDS.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from townhall.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-CHECK_SECONDS = 15.0  # how often a connected server is pinged
+CHECK_SECONDS = 15.0  # how often a connected server is checked
 RETRY_BASE_SECONDS = 0.5
 START_WAIT_EXTRA_SECONDS = 1.0  # start-up waits for each first attempt: its timeout plus this
 
@@ -46,7 +47,8 @@ def server_label(url: str) -> str:
 
 class LinkedServer(MCPServerStreamableHttp):
     """The SDK's client, offering no tools while its link is down (the SDK would fail the whole
-    turn), and none whose name one of our own tools or handoffs already has."""
+    turn), and none whose name is taken: by one of our own tools or handoffs, or by a server
+    listed before it in MCP_SERVER_URL (two tools of one name fail every turn in the SDK)."""
 
     link: MCPLink
 
@@ -58,7 +60,8 @@ class LinkedServer(MCPServerStreamableHttp):
         except Exception as error:
             self.link.suspect(error)
             return []
-        return [tool for tool in tools if tool.name not in self.link.reserved]
+        taken = self.link.taken()
+        return [tool for tool in tools if tool.name not in taken]
 
     async def list_tools_now(self) -> list[MCPTool]:
         """The server's tools, whatever the link's state (the link fetches them on connect)."""
@@ -84,6 +87,7 @@ class MCPLink:
         self.tool_names: list[str] = []
         self.last_error: str | None = None
         self.reserved: frozenset[str] = frozenset()
+        self.earlier: list[MCPLink] = []  # the links listed before this one
         self.server = LinkedServer(
             params={"url": url, "headers": headers, "timeout": timeout},
             name=self.name,
@@ -98,6 +102,12 @@ class MCPLink:
         self._tried = asyncio.Event()  # the first connect attempt has ended, either way
         self._task: asyncio.Task[None] | None = None
 
+    def taken(self) -> set[str]:
+        """Names this server's tools may not have: ours, and those of earlier servers now up."""
+        return set(self.reserved).union(
+            *(link.tool_names for link in self.earlier if link.state == "up")
+        )
+
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"mcp-link {self.name}")
 
@@ -105,7 +115,7 @@ class MCPLink:
         await self._tried.wait()
 
     def suspect(self, error: BaseException | None = None) -> None:
-        """A call failed: check the server now rather than at the next ping."""
+        """A call failed: check the server now rather than at the next check."""
         if error is not None:
             self.last_error = type(error).__name__
         self._suspect.set()
@@ -155,7 +165,14 @@ class MCPLink:
             return False
         finally:
             self._tried.set()
-        self.tool_names = sorted(tool.name for tool in tools if tool.name not in self.reserved)
+        taken = self.taken()
+        self.tool_names = sorted(tool.name for tool in tools if tool.name not in taken)
+        if len(self.tool_names) < len(tools):
+            logger.warning(
+                "MCP server %s: left out tools whose names are taken: %s",
+                self.name,
+                ", ".join(sorted(t.name for t in tools if t.name in taken)),
+            )
         self.state = "up"
         logger.info(
             "MCP server %s %s: %d tools",
@@ -166,7 +183,7 @@ class MCPLink:
         return True
 
     async def _watch(self) -> None:
-        """Returns when the server stops answering its ping, or the link is stopped."""
+        """Returns when the server stops answering, or the link is stopped."""
         while not self._stop.is_set():
             self._suspect.clear()
             with contextlib.suppress(TimeoutError):
@@ -177,7 +194,9 @@ class MCPLink:
             try:
                 if session is None:
                     raise ConnectionError("no session")
-                await asyncio.wait_for(session.send_ping(), self.timeout)
+                # tools/list, not ping: every tool server answers it, and some (the mcp
+                # package's own MCPServer) answer ping with "Method not found".
+                await asyncio.wait_for(session.list_tools(), self.timeout)
             except Exception as error:
                 self.last_error = type(error).__name__
                 return
@@ -208,6 +227,8 @@ class MCPLinks:
 
     def __init__(self, links: list[MCPLink]) -> None:
         self.links = links
+        for index, link in enumerate(links):
+            link.earlier = links[:index]
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MCPLinks:
