@@ -23,6 +23,7 @@ from tools import progress_line
 from townhall.errors import install_error_handlers
 from townhall.http.about import SERVICE_NAME, VERSION
 from townhall.http.auth import AuthMiddleware
+from townhall.http.docs import install_docs
 from townhall.http.lifespan import lifespan
 from townhall.http.middleware import BodyLimitMiddleware, RequestLogMiddleware
 from townhall.http.openapi import with_limits
@@ -66,11 +67,14 @@ def create_app(
         version=VERSION,
         description="Streams the city's town-hall assistant to chat clients as Server-Sent Events.",
         lifespan=lifespan,
+        docs_url=None,  # served offline by install_docs
+        redoc_url=None,
     )
     app.state.services = services
     app.send_buffer_bytes = settings.stream_send_buffer_bytes
     app.openapi = with_limits(app, settings)  # type: ignore[method-assign]
     install_error_handlers(app)
+    install_docs(app)
     for routes in (info.router(), chat.router(), sessions.router(), admin.router()):
         app.include_router(routes)
     app.include_router(chatkit_router())

@@ -8,13 +8,11 @@ it); without it, and without /usr/bin/chromium, the test is skipped with that re
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from agents.testing import ModelCall, ModelStep, ScriptedModel, assistant_message, function_call
 from starlette.applications import Starlette
 from starlette.responses import FileResponse
@@ -22,27 +20,12 @@ from starlette.routing import Route
 
 from api import create_app
 from tests.support.app import free_port, live_server, make_settings
+from tests.support.browser import CHROMIUM_FLAGS, chromium_path
 from tests.support.desks import to_incident_desk
 from townhall.http.routes.info import DEMO_PAGE
 from townhall.turns.echo_model import message_events
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def chromium_path() -> str:
-    path = os.environ.get("TEST_BROWSER") or "/usr/bin/chromium"
-    if not Path(path).exists():
-        pytest.skip(f"no Chromium at {path} (set TEST_BROWSER; .ci/run installs Debian's chromium)")
-    return path
 
 
 def front_end() -> Starlette:

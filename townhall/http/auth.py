@@ -1,9 +1,10 @@
 """Who may do what: bearer API keys, per-key ownership of conversations, an admin key.
 
 API_KEYS set (comma-separated): every endpoint needs `Authorization: Bearer <key>` except `/`,
-`/health` and the static pages (`/demo`, `/docs`, `/openapi.json`: they hold no data). A key sees
-and continues only the conversations it created; ADMIN_KEY sees all. Keys are compared in
-constant time, and a conversation records a key's id (a hash), never the key.
+`/health` and the static pages (`/demo`, `/docs`, `/openapi.json` and the docs' assets: they
+hold no data). A key sees and continues only the conversations it created; ADMIN_KEY sees all.
+Keys are compared in constant time, and a conversation records a key's id (a hash), never the
+key.
 No keys set: the server is open, and says so at start-up.
 """
 
@@ -20,6 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from townhall.errors import error_body
 
 OPEN_PATHS = frozenset({"/", "/health", "/demo", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
+OPEN_PREFIXES = ("/docs-assets/",)  # the documentation pages' scripts and styles
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,8 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         principal = self.keys.identify(Headers(scope=scope).get("authorization"))
-        if principal is None and scope["path"] not in OPEN_PATHS:
+        path = scope["path"]
+        if principal is None and path not in OPEN_PATHS and not path.startswith(OPEN_PREFIXES):
             await _unauthorized(send)
             return
         scope.setdefault("state", {})["principal"] = principal or OPEN_ANONYMOUS
