@@ -28,7 +28,7 @@ from townhall.http.lifespan import lifespan
 from townhall.http.middleware import BodyLimitMiddleware, RequestLogMiddleware
 from townhall.http.openapi import with_limits
 from townhall.http.origin_check import OriginCheckMiddleware
-from townhall.http.routes import admin, chat, info, sessions
+from townhall.http.routes import admin, assistant, chat, info, query, sessions, ui_chat
 from townhall.http.send_buffer import TownHallApp
 from townhall.http.services import build_services
 from townhall.logs import configure_logging
@@ -75,7 +75,15 @@ def create_app(
     app.openapi = with_limits(app, settings)  # type: ignore[method-assign]
     install_error_handlers(app)
     install_docs(app)
-    for routes in (info.router(), chat.router(), sessions.router(), admin.router()):
+    for routes in (
+        info.router(),
+        chat.router(),
+        sessions.router(),
+        admin.router(),
+        query.router(),
+        assistant.router(),
+        ui_chat.router(),
+    ):
         app.include_router(routes)
     app.include_router(chatkit_router())
     app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
@@ -88,7 +96,7 @@ def create_app(
         allow_credentials="*" not in settings.cors_origins,
         allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
         allow_headers=["*"],
-        expose_headers=["X-Session-Id", "X-Request-Id", "Retry-After"],
+        expose_headers=["X-Session-Id", "X-Thread-Id", "X-Request-Id", "Retry-After"],
     )
     app.add_middleware(RequestLogMiddleware)
     return app

@@ -7,9 +7,7 @@ it); without it, and without /usr/bin/chromium, the test is skipped with that re
 
 from __future__ import annotations
 
-import asyncio
 import socket
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +20,8 @@ from api import create_app
 from tests.support.app import free_port, live_server, make_settings
 from tests.support.browser import CHROMIUM_FLAGS, chromium_path
 from tests.support.desks import to_incident_desk
+from tests.support.model_streams import Gate
 from townhall.http.routes.info import DEMO_PAGE
-from townhall.turns.echo_model import message_events
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
@@ -44,24 +42,6 @@ def port_3000_or_free() -> int:
         except OSError:
             return free_port()
     return 3000
-
-
-class Gate:
-    """A model stream that sends its first word, then waits until the test opens the gate."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.opened = asyncio.Event()
-        self.first_sent = asyncio.Event()
-
-    async def __call__(self, call: ModelCall) -> AsyncIterator[Any]:
-        first_delta_seen = False
-        for event in message_events("msg-gate", self.text):
-            yield event
-            if event.type == "response.output_text.delta" and not first_delta_seen:
-                first_delta_seen = True
-                self.first_sent.set()
-                await asyncio.wait_for(self.opened.wait(), 15)
 
 
 POTHOLE = {

@@ -151,3 +151,56 @@ async def test_a_chatkit_stream_ends_with_its_error_event(tmp_path: Path) -> Non
     assert [item["type"] for item in done][-1] == "assistant_message"  # the partial, kept
     assert GRACE <= ended_after < GRACE + 5
     assert code == 0
+
+
+async def read_lines(
+    client: httpx.AsyncClient, path: str, body: dict[str, Any], started: asyncio.Event
+) -> list[str]:
+    """Every non-empty line of a front end's stream, read to its end."""
+    lines: list[str] = []
+    async with client.stream("POST", path, json=body) as response:
+        assert response.status_code == 200
+        async for line in response.aiter_lines():
+            if line.strip():
+                lines.append(line)
+                if len(lines) >= 3:
+                    started.set()
+    return lines
+
+
+async def test_every_front_end_stream_ends_cleanly_on_sigterm(tmp_path: Path) -> None:
+    """Streamlit's stream, the Assistants run stream and useChat's stream each end with their
+    own failure, saying the server restarts, and the process exits 0."""
+    fake = FakeOpenAI(tokens=400, delay=0.05)
+    ui_message = {"id": "m1", "role": "user", "parts": [{"type": "text", "text": "a story"}]}
+    bodies = {
+        "/query/stream": {"prompt": "a story", "session_id": "fe-q"},
+        "/chat/stream": {"content": "a story", "threadId": "thread_fe"},
+        "/api/chat": {"id": "fe-ui", "messages": [ui_message], "trigger": "submit-message"},
+    }
+    async with live_server(fake) as upstream:  # type: ignore[arg-type]
+        async with server_processes([env_for(upstream, tmp_path)], tmp_path) as (server,):
+            async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as client:
+                started = {path: asyncio.Event() for path in bodies}
+                streams = {
+                    path: asyncio.create_task(read_lines(client, path, body, started[path]))
+                    for path, body in bodies.items()
+                }
+                await asyncio.wait_for(asyncio.gather(*(s.wait() for s in started.values())), 30)
+                server.process.send_signal(signal.SIGTERM)
+                ended = await asyncio.wait_for(asyncio.gather(*streams.values()), 30)
+            code = await wait_exit(server)
+    query, assistant, ui = ended
+    assert query[-2:] == [
+        "event: error",
+        'data: {"error":{"code":"server_restarting","message":"The server restarted before the'
+        ' answer finished. Please send your message again."}}',
+    ]
+    last_run = json.loads(assistant[-1])
+    assert last_run["event"] == "thread.run.failed"
+    assert last_run["data"]["last_error"]["code"] == "server_restarting"
+    chunks = [json.loads(line.removeprefix("data: ")) for line in ui[:-1]]
+    assert [c["type"] for c in chunks[-2:]] == ["error", "finish"]
+    assert chunks[-2]["errorText"].startswith("The server restarted")
+    assert ui[-1] == "data: [DONE]"
+    assert code == 0

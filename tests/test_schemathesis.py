@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
-from schemathesis.checks import not_a_server_error
+from schemathesis.checks import not_a_server_error, positive_data_acceptance
 
 from tests.support.processes import clean_env, server_process
 
@@ -49,6 +49,13 @@ def test_every_operation_holds_to_its_own_schema(echo_server: str) -> None:
                     base_url=echo_server, timeout=10, excluded_checks=[not_a_server_error]
                 )
                 assert response.status_code in {415, 422, 503}, response.text
+                return
+            if case.operation.path == "/api/chat":
+                # JSON Schema cannot say "the last user message holds text": a schema-valid
+                # body without one is refused with 422 (tests/test_front_ends.py covers it).
+                case.call_and_validate(
+                    base_url=echo_server, timeout=10, excluded_checks=[positive_data_acceptance]
+                )
                 return
             case.call_and_validate(base_url=echo_server, timeout=10)
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 from agents.items import TResponseStreamEvent
 from agents.testing import ModelCall
 from openai.types.responses import ResponseTextDeltaEvent
+
+from townhall.turns.echo_model import message_events
 
 
 def delta(text: str, sequence: int = 0) -> TResponseStreamEvent:
@@ -45,3 +48,21 @@ class SlowStream:
                 await asyncio.sleep(self.gap)
         finally:
             self.closed = True
+
+
+class Gate:
+    """A model stream that sends its first word, then waits until the test opens the gate."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.opened = asyncio.Event()
+        self.first_sent = asyncio.Event()
+
+    async def __call__(self, call: ModelCall) -> AsyncIterator[Any]:
+        first_delta_seen = False
+        for event in message_events("msg-gate", self.text):
+            yield event
+            if event.type == "response.output_text.delta" and not first_delta_seen:
+                first_delta_seen = True
+                self.first_sent.set()
+                await asyncio.wait_for(self.opened.wait(), 15)

@@ -68,6 +68,21 @@ SSE_EVENT_SCHEMA = {
     },
 }
 
+# What a route that starts a turn may answer instead, before its stream starts (every front end).
+TURN_ERRORS = error_responses(
+    400,
+    401,
+    403,
+    409,
+    413,
+    415,
+    422,
+    429,
+    503,
+    s403="A web page on an origin not in CORS_ORIGINS sent it.",
+    s409="The conversation is answering another message.",
+)
+
 CHAT_DOCS: dict[str, Any] = {
     "response_class": EventSourceResponse,
     "responses": {
@@ -79,19 +94,7 @@ CHAT_DOCS: dict[str, Any] = {
                 "application/json": {"schema": {"$ref": "#/components/schemas/ChatReply"}},
             },
         },
-        **error_responses(
-            400,
-            401,
-            403,
-            409,
-            413,
-            415,
-            422,
-            429,
-            503,
-            s403="A web page on an origin not in CORS_ORIGINS sent it.",
-            s409="The session is answering another message.",
-        ),
+        **TURN_ERRORS,
     },
 }
 

@@ -29,6 +29,13 @@ def matching(pattern: str, rule: str) -> Callable[[str | None], str | None]:
 _valid_session_id = matching(SESSION_ID_PATTERN, SESSION_ID_RULE)
 
 
+def not_blank(value: str) -> str:
+    """A check that a message is not only white space."""
+    if not value.strip():
+        raise PydanticCustomError("blank", "must not be blank")
+    return value
+
+
 class ChatRequest(BaseModel):
     """A resident's message. Unknown fields are ignored."""
 
@@ -47,12 +54,7 @@ class ChatRequest(BaseModel):
     )
     stream: bool = Field(True, description="false: one JSON reply instead of Server-Sent Events.")
 
-    @field_validator("message")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise PydanticCustomError("blank", "must not be blank")
-        return value
+    _message_not_blank = field_validator("message")(not_blank)
 
     @field_validator("session_id")
     @classmethod

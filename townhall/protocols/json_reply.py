@@ -1,8 +1,10 @@
-"""/chat with `"stream": false`: the whole turn as one JSON object (schemas.ChatReply)."""
+"""A whole turn as one JSON object: /chat with `"stream": false` (schemas.ChatReply), and any
+front end that waits for the answer (`collect`)."""
 
 from __future__ import annotations
 
 from contextlib import aclosing
+from dataclasses import dataclass, field
 
 from fastapi.responses import JSONResponse
 
@@ -18,9 +20,18 @@ from townhall.turns.runner import SERVER_RESTARTING
 _FAILURE_STATUS = {"cancelled": 409, SERVER_RESTARTING.code: 503}
 
 
-async def json_reply(turn: OpenTurn) -> JSONResponse:
+@dataclass
+class Outcome:
+    """How a turn ended: `finished` or `failed`, and the tool calls it made."""
+
+    finished: Finished | None = None
+    failed: Failed | None = None
+    calls: list[ToolCall] = field(default_factory=list)
+
+
+async def collect(turn: OpenTurn) -> Outcome:
+    """Run the turn to its end and give it back."""
     calls: dict[str | None, ToolCall] = {}
-    session_id = turn.session_id
     try:
         async with aclosing(turn.events):
             async for event in turn.events:
@@ -32,17 +43,29 @@ async def json_reply(turn: OpenTurn) -> JSONResponse:
                 elif isinstance(event, ToolResult) and event.call_id in calls:
                     calls[event.call_id].output = event.output
                 elif isinstance(event, Failed):
-                    body = error_body(event.code, event.message)
-                    status = _FAILURE_STATUS.get(event.code, 502)
-                    return JSONResponse(body | {"session_id": session_id}, status)
+                    return Outcome(failed=event, calls=list(calls.values()))
                 elif isinstance(event, Finished):
-                    reply = ChatReply(
-                        session_id=session_id,
-                        reply=event.reply,
-                        tool_calls=list(calls.values()),
-                        usage=Usage(**event.usage),
-                    )
-                    return JSONResponse(reply.model_dump(), headers={"X-Session-Id": session_id})
+                    return Outcome(finished=event, calls=list(calls.values()))
     finally:
         await turn.release()
     raise AppError("The turn ended without a reply.")
+
+
+def failure_response(failed: Failed, session_id: str) -> JSONResponse:
+    """A failed turn as our JSON error, with the status that says whose fault it was."""
+    body = error_body(failed.code, failed.message) | {"session_id": session_id}
+    return JSONResponse(body, _FAILURE_STATUS.get(failed.code, 502))
+
+
+async def json_reply(turn: OpenTurn) -> JSONResponse:
+    outcome = await collect(turn)
+    if outcome.finished is None:
+        assert outcome.failed is not None  # collect ends with one or the other
+        return failure_response(outcome.failed, turn.session_id)
+    reply = ChatReply(
+        session_id=turn.session_id,
+        reply=outcome.finished.reply,
+        tool_calls=outcome.calls,
+        usage=Usage(**outcome.finished.usage),
+    )
+    return JSONResponse(reply.model_dump(), headers={"X-Session-Id": turn.session_id})

@@ -116,6 +116,19 @@ class SSEResponse(EventSourceResponse):
 YIELD_EVERY_BYTES = 64 * 1024
 
 
+class Pacer:
+    """Lets other tasks run once every YIELD_EVERY_BYTES written (see above)."""
+
+    def __init__(self) -> None:
+        self.unyielded = 0
+
+    async def sent(self, size: int) -> None:
+        self.unyielded += size
+        if self.unyielded >= YIELD_EVERY_BYTES:
+            self.unyielded = 0
+            await asyncio.sleep(0)
+
+
 async def sse_body(turn: OpenTurn) -> AsyncIterator[bytes]:
     """The turn as /chat's event stream: `session`, its events, then `data: [DONE]`."""
     # aclosing: when this body is cancelled or closed (the client left) while the turn waits
@@ -123,17 +136,14 @@ async def sse_body(turn: OpenTurn) -> AsyncIterator[bytes]:
     # the garbage collector, the model would wait for a reader that is gone.
     try:
         yield encode_event(SESSION, {"session_id": turn.session_id})
-        unyielded = 0
+        pacer = Pacer()
         async with aclosing(turn.events):
             async for event in turn.events:
                 turn.observe(event)
                 for chunk in encode_pieces(event):
                     if chunk:
                         yield chunk
-                    unyielded += len(chunk)
-                    if unyielded >= YIELD_EVERY_BYTES:
-                        unyielded = 0
-                        await asyncio.sleep(0)
+                    await pacer.sent(len(chunk))
         yield DONE_FRAME
     finally:
         await turn.release()

@@ -1,0 +1,308 @@
+"""Every front end's wire format, read by that front end's own client library:
+
+- Streamlit: `POST /query` and `POST /query/stream` read with `requests` (`iter_lines()`);
+- a Next.js assistant front end: `POST /chat/stream` read by openai-node's
+  `AssistantStream.fromReadableStream()` (tests/node/assistant_stream.mjs, the `openai` npm
+  package);
+- the AI SDK's `useChat`: `POST /api/chat` sent by `DefaultChatTransport` and read by
+  `readUIMessageStream` (tests/node/use_chat.mjs, the `ai` npm package).
+
+The model is a ScriptedModel that hands off to the Incident desk and files a real report; the
+server is a real uvicorn on 127.0.0.1 (the clients read a real stream). The rules every front
+end shares with /chat (keys, rate limits, a busy conversation, capacity, bad bodies) are one
+table of cases at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import requests
+from agents.testing import ModelCall, ModelStep, ScriptedModel, assistant_message, function_call
+
+from agents_def import INCIDENT_DESK_NAME
+from api import create_app
+from tests.support.app import live_server, make_settings
+from tests.support.desks import to_incident_desk
+from tests.support.model_streams import Gate
+
+ROOT = Path(__file__).resolve().parent.parent
+NODE_SCRIPTS = ROOT / "tests" / "node"
+POTHOLE = {
+    "category": "pothole",
+    "description": "Deep pothole in the right lane",
+    "location": "Main Street 3",
+    "severity": 3,
+    "occurred_at": None,
+    "people_involved": None,
+    "reporter_name": None,
+    "reporter_contact": None,
+}
+
+
+def filing_script() -> list[Any]:
+    """Text, a handoff, a filed report, and the desk's answer with the reference."""
+    return [
+        to_incident_desk(),
+        [function_call("report_incident", POTHOLE, call_id="fe-call-1")],
+        ModelStep.respond(reference_answer),
+    ]
+
+
+def reference_answer(call: ModelCall) -> list[Any]:
+    outputs = [
+        json.loads(item["output"])
+        for item in call.input
+        if isinstance(item, dict) and item.get("type") == "function_call_output"
+    ]
+    reference = [o for o in outputs if "reference" in o][-1]["reference"]
+    return [assistant_message(f"Filed as {reference}.\nThanks!")]
+
+
+def remembers(call: ModelCall) -> list[Any]:
+    said = [
+        item["content"]
+        for item in call.input
+        if isinstance(item, dict) and item.get("role") == "user"
+    ]
+    return [assistant_message(f"You said: {' | '.join(str(s) for s in said)}")]
+
+
+async def node(script: str, *args: str) -> dict[str, Any]:
+    if shutil.which("node") is None or not (ROOT / "node_modules" / "ai").is_dir():
+        pytest.skip("needs node and the npm packages: run `npm ci` (.ci/run does)")
+    process = await asyncio.create_subprocess_exec(
+        "node",
+        str(NODE_SCRIPTS / script),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
+def streamlit_lines(url: str, body: dict[str, Any]) -> tuple[int, list[str], dict[str, str]]:
+    """What a Streamlit app reads: `data: ` lines through requests' iter_lines()."""
+    with requests.post(url, json=body, stream=True, timeout=30) as response:
+        lines = [line.decode() for line in response.iter_lines() if line]
+        return response.status_code, lines, dict(response.headers)
+
+
+async def test_streamlit_query_and_stream_keep_a_conversation() -> None:
+    model = ScriptedModel(
+        [
+            [assistant_message("Hello! How can I help?")],
+            ModelStep.respond(remembers),
+            *filing_script(),
+        ]
+    )
+    app = create_app(make_settings(), model=model)
+    async with live_server(app) as base:
+        first = await asyncio.to_thread(
+            requests.post, f"{base}/query", json={"prompt": "hi"}, timeout=30
+        )
+        session_id = first.json()["session_id"]
+        body = {"prompt": "what did I say?", "session_id": session_id}
+        status, lines, headers = await asyncio.to_thread(
+            streamlit_lines, f"{base}/query/stream", body
+        )
+        body = {"prompt": "pothole on Main Street 3, file it", "session_id": session_id}
+        _, filed, _ = await asyncio.to_thread(streamlit_lines, f"{base}/query/stream", body)
+    assert first.status_code == 200
+    assert first.json() == {
+        "model": "ScriptedModel",
+        "answer": "Hello! How can I help?",
+        "session_id": session_id,
+    }
+    assert (status, headers["content-type"].split(";")[0]) == (200, "text/event-stream")
+    assert headers["x-session-id"] == session_id
+    assert all(line.startswith("data: ") for line in lines)
+    assert (
+        "".join(line.removeprefix("data: ") for line in lines) == "You said: hi | what did I say?"
+    )
+    # A line break in the answer: one SSE event of two data lines; a line reader sees both.
+    chunks = [line.removeprefix("data: ") for line in filed]
+    assert chunks[0].startswith("Filed as INC-") and chunks[-1] == "Thanks!"
+    model.assert_complete()
+
+
+async def test_streamlit_stream_reports_a_failure_as_our_json_error() -> None:
+    model = ScriptedModel([RuntimeError("the model broke")])
+    app = create_app(make_settings(), model=model)
+    async with live_server(app) as base:
+        status, lines, _ = await asyncio.to_thread(
+            streamlit_lines, f"{base}/query/stream", {"prompt": "hello"}
+        )
+        failed = await asyncio.to_thread(
+            requests.post,
+            f"{base}/query",
+            json={"prompt": "hello"},
+            timeout=30,
+        )
+    assert status == 200 and lines[0] == "event: error"
+    assert json.loads(lines[1].removeprefix("data: "))["error"]["code"] == "model_error"
+    assert "Traceback" not in "".join(lines)
+    assert failed.status_code == 502 and failed.json()["error"]["code"] == "model_error"
+
+
+async def test_assistant_stream_reads_the_run_with_openai_node() -> None:
+    model = ScriptedModel([[assistant_message("Hello, resident.")], *filing_script()])
+    app = create_app(make_settings(), model=model)
+    async with live_server(app) as base:
+        first = await node("assistant_stream.mjs", base, "hello")
+        filed = await node("assistant_stream.mjs", base, "file a pothole", first["threadId"])
+    assert first["status"] == 200 and first["contentType"] == "application/x-ndjson"
+    assert first["threadId"].startswith("thread_")
+    assert first["text"] == "Hello, resident." and first["textCreated"] == 1
+    assert first["events"] == [
+        "thread.run.created",
+        "thread.message.created",
+        "thread.message.delta",
+        "thread.message.completed",
+        "thread.run.completed",
+    ]
+    assert set(first["runThreadIds"]) == {first["threadId"]}
+    assert filed["threadId"] == first["threadId"]  # the same conversation
+    assert filed["toolCallsCreated"] == [
+        {"id": "fe-call-1", "name": "report_incident", "arguments": json.dumps(POTHOLE)}
+    ]
+    (output,) = filed["toolCallDeltas"]
+    assert json.loads(output["output"])["reference"].startswith("INC-")
+    assert filed["text"].startswith("Filed as INC-")
+    assert filed["events"][:3] == [
+        "thread.run.created",
+        "thread.run.step.created",
+        "thread.run.step.delta",
+    ]
+    assert filed["events"][-1] == "thread.run.completed"
+    assert filed["finalRun"] == {"status": "completed", "last_error": None}
+    model.assert_complete()
+
+
+async def test_assistant_stream_failure_is_a_failed_run_with_last_error() -> None:
+    model = ScriptedModel([RuntimeError("the model broke")])
+    app = create_app(make_settings(), model=model)
+    async with live_server(app) as base:
+        seen = await node("assistant_stream.mjs", base, "hello")
+    assert seen["events"] == ["thread.run.created", "thread.run.failed"]
+    assert seen["finalRun"] == {
+        "status": "failed",
+        "last_error": {
+            "code": "model_error",
+            "message": "Sorry, something went wrong while answering. Please try again.",
+        },
+    }
+    assert seen["error"] is None
+
+
+async def test_use_chat_reads_text_a_tool_part_and_the_desk() -> None:
+    model = ScriptedModel([ModelStep.respond(remembers), *filing_script()])
+    app = create_app(make_settings(), model=model)
+    async with live_server(app) as base:
+        # useChat sends the whole chat; the server reads only its last user message.
+        first = await node("use_chat.mjs", base, "chat-fe-1", "hi there", "a message never sent")
+        filed = await node("use_chat.mjs", base, "chat-fe-1", "file a pothole", "hi there")
+    assert first["thrown"] is None and first["errors"] == []
+    parts = first["message"]["parts"]
+    assert [p["type"] for p in parts] == ["step-start", "text"]
+    assert parts[1] == {"type": "text", "text": "You said: hi there", "state": "done"}
+
+    parts = filed["message"]["parts"]
+    agent = [p for p in parts if p["type"] == "data-agent"]
+    tools = [p for p in parts if p["type"] == "tool-report_incident"]
+    texts = [p["text"] for p in parts if p["type"] == "text"]
+    assert agent == [{"type": "data-agent", "id": "agent", "data": {"name": INCIDENT_DESK_NAME}}]
+    assert len(tools) == 1 and tools[0]["state"] == "output-available"
+    assert tools[0]["input"] == POTHOLE and tools[0]["output"]["reference"].startswith("INC-")
+    assert texts[-1].startswith("Filed as INC-")
+    assert [p["type"] for p in parts].count("step-start") == 2  # the tool step, the answer
+    model.assert_complete()
+
+
+async def test_use_chat_sees_a_failure_as_an_error_chunk() -> None:
+    model = ScriptedModel([RuntimeError("the model broke")])
+    app = create_app(make_settings(), model=model)
+    async with live_server(app) as base:
+        seen = await node("use_chat.mjs", base, "chat-fe-2", "hello")
+        refused = await node("use_chat.mjs", base, "not a valid id!", "hello")
+        wordless = await node("use_chat.mjs", base, "chat-fe-3", "  ")
+    assert wordless["thrown"]["status"] == 422
+    assert "must hold a user message with text" in wordless["thrown"]["message"]
+    assert seen["errors"] == ["Sorry, something went wrong while answering. Please try again."]
+    assert seen["thrown"] is None
+    assert refused["thrown"]["status"] == 422
+    assert json.loads(refused["thrown"]["message"])["error"]["code"] == "invalid_request"
+
+
+FRONT_ENDS = {
+    "chat": ("/chat", lambda s: {"message": "hello", "session_id": s}),
+    "query": ("/query", lambda s: {"prompt": "hello", "session_id": s}),
+    "query_stream": ("/query/stream", lambda s: {"prompt": "hello", "session_id": s}),
+    "assistant": ("/chat/stream", lambda s: {"content": "hello", "threadId": s}),
+    "ui_chat": (
+        "/api/chat",
+        lambda s: {
+            "id": s,
+            "messages": [{"id": "m", "role": "user", "parts": [{"type": "text", "text": "hi"}]}],
+            "trigger": "submit-message",
+        },
+    ),
+}
+
+
+@pytest.mark.parametrize("front_end", sorted(FRONT_ENDS))
+async def test_every_front_end_keeps_the_rules_of_chat(front_end: str) -> None:
+    """Keys, a busy conversation, capacity, rate limits and bad bodies: the same JSON errors,
+    before any stream starts, on every front end's endpoint."""
+    path, body = FRONT_ENDS[front_end]
+    first, second = Gate("Held open while the test knocks."), Gate("Held open too.")
+    model = ScriptedModel([ModelStep.stream(first), ModelStep.stream(second)])
+    settings = make_settings(api_keys="fe-key-1", max_concurrent_turns=2, rate_limit_per_minute=5)
+    app = create_app(settings, model=model)
+    key = {"Authorization": "Bearer fe-key-1"}
+
+    def hold(session_id: str) -> asyncio.Task[httpx.Response]:
+        payload = {"message": "hold", "session_id": session_id}
+        return asyncio.create_task(client.post("/chat", json=payload, headers=key))
+
+    async with live_server(app) as base, httpx.AsyncClient(base_url=base, timeout=30) as client:
+        no_key = await client.post(path, json=body("fe-s1"))
+        bad = await client.post(path, json={"nothing": "useful"}, headers=key)
+        holders = [hold("fe-s1")]  # a turn answering on conversation fe-s1 (rate: 1)
+        await asyncio.wait_for(first.first_sent.wait(), 10)
+        busy = await client.post(path, json=body("fe-s1"), headers=key)  # 2
+        holders.append(hold("fe-h2"))  # 3: now both slots of this worker answer
+        await asyncio.wait_for(second.first_sent.wait(), 10)
+        full = await client.post(path, json=body("fe-s2"), headers=key)  # 4
+        first.opened.set()
+        second.opened.set()
+        await asyncio.gather(*holders)
+        await client.post(path, json=body("fe-s3"), headers=key)  # 5: the last one allowed
+        limited = await client.post(path, json=body("fe-s4"), headers=key)
+    statuses = {
+        "no key": no_key.status_code,
+        "bad body": bad.status_code,
+        "busy": busy.status_code,
+        "at capacity": full.status_code,
+        "rate limited": limited.status_code,
+    }
+    assert statuses == {
+        "no key": 401,
+        "bad body": 422,
+        "busy": 409,
+        "at capacity": 503,
+        "rate limited": 429,
+    }
+    for response in (no_key, bad, busy, full, limited):
+        assert set(response.json()) == {"error"}, response.text
+    assert full.json()["error"]["code"] == "at_capacity" and "retry-after" in full.headers
