@@ -253,3 +253,27 @@ async def test_a_handoff_over_the_responses_http_path() -> None:
         sorted(["report_incident", "check_report_status", BACK_TO_TRIAGE]),
     ]
     assert rows("incidents") == 1
+
+
+async def test_two_handoffs_at_once_follow_the_first_in_this_turn_and_the_next() -> None:
+    """The SDK follows the first of two handoffs called together and answers the second
+    "ignoring this one": the next message must go to the desk that answered, not the last
+    handoff called, and the ignored one is no tool_result frame."""
+    model = ScriptedModel(
+        [
+            [
+                function_call(TO_INCIDENT_DESK, {}, call_id="first"),
+                function_call(TO_FEEDBACK_DESK, {}, call_id="second"),
+            ],
+            [assistant_message("Incident desk here.")],
+            [assistant_message("Still the Incident desk.")],
+        ]
+    )
+    app = create_app(make_settings(), model=model)
+    async with asgi_client(app) as client:
+        first = await chat(client, "pothole, and also some feedback", "desk-twice")
+        second = await chat(client, "hello?", "desk-twice")
+    assert kinds(first) == ["session", "agent", "message", "done", "message"]
+    assert named(first, "agent") == [{"name": INCIDENT_DESK_NAME}]
+    assert named(second, "agent") == [{"name": INCIDENT_DESK_NAME}]
+    assert [asked(call)[0] for call in model.calls] == [TRIAGE_NAME] + [INCIDENT_DESK_NAME] * 2

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 import sys
 import time
@@ -26,7 +27,8 @@ from tests.support.frames import Frame, named, parse_sse
 from townhall.settings import Settings, SettingsError
 
 MCP_SERVER_SCRIPT = Path(__file__).parent / "support" / "mcp_server.py"
-MCP_TOOLS = ["slow_lookup", "ward_card", "ward_of"]  # report_incident is ours: left out
+# report_incident is ours, ward.lookup a name the OpenAI APIs refuse: both left out.
+MCP_TOOLS = ["big_answer", "slow_lookup", "ward_card", "ward_of"]
 TOKEN = "mcp-test-token-7f3a"
 
 
@@ -199,21 +201,36 @@ async def test_a_server_stopped_mid_run_fails_one_call_not_the_turn_and_comes_ba
         during = await chat(client, "and Side Street?", "mcp-stop")
         await wait_state(client, "down")
         degraded = (await client.get("/health")).json()
-        model.extend([[assistant_message("Without the ward service.")]])
-        without = await chat(client, "hello", "mcp-stop")
+        # Down, its tools are still offered (the model used them earlier in this conversation;
+        # a tool no longer offered would fail the whole turn): a call answers at once.
+        model.extend(
+            [
+                [function_call("ward_of", {"street": "Side Street"}, call_id="while-down")],
+                [assistant_message("Still down, sorry.")],
+            ]
+        )
+        while_down = await chat(client, "try again?", "mcp-stop")
         await mcp_server.start()
         await wait_state(client, "up")
-        model.extend([[assistant_message("Back.")]])
-        await chat(client, "and now?", "mcp-stop")
+        model.extend(
+            [
+                [function_call("ward_of", {"street": "Side Street"}, call_id="back")],
+                [assistant_message("Ward 7.")],
+            ]
+        )
+        back = await chat(client, "and now?", "mcp-stop")
     failure = named(during, "tool_result")[0]["output"]
     assert failure.startswith("The tool ward_of could not be reached")
     assert [f.event for f in during][-2:] == ["done", "message"]  # the turn finished
     assert "Traceback" not in failure and TOKEN not in failure
     assert degraded["status"] == "degraded"
     assert degraded["checks"]["mcp"]["required"] is False
-    assert offered(model.calls[-2]) == ["check_report_status"]  # down: no MCP tools offered
-    assert named(without, "done")
-    assert offered(model.calls[-1]) == sorted(["check_report_status", *MCP_TOOLS])  # back
+    assert named(while_down, "tool_result")[0]["output"].startswith(
+        "The tool ward_of could not be reached"
+    )
+    assert named(while_down, "done")
+    assert offered(model.calls[-3]) == sorted(["check_report_status", *MCP_TOOLS])
+    assert named(back, "tool_result")[0]["output"]["ward"] == 7
 
 
 async def test_a_server_killed_during_a_call_ends_that_call_not_the_turn(
@@ -350,7 +367,7 @@ async def test_several_servers_one_down_leaves_the_others_working(mcp_server: MC
 
 async def test_two_servers_with_the_same_tools_offer_each_name_once(mcp_server: MCPProcess) -> None:
     """The SDK fails every turn that offers two tools of one name: the server listed first
-    keeps the name; the second offers it only while the first is down."""
+    keeps the name (also while it is down: a call then answers that it cannot be reached)."""
     second = MCPProcess(free_port())
     await mcp_server.start()
     await second.start()
@@ -380,8 +397,28 @@ async def test_two_servers_with_the_same_tools_offer_each_name_once(mcp_server: 
         await second.stop()
     assert named(frames, "tool_result")[0]["output"]["ward"] == 7
     assert offered(model.calls[0]) == sorted(["check_report_status", *MCP_TOOLS])
-    assert offered(model.calls[-1]) == sorted(["check_report_status", *MCP_TOOLS])  # the second's
+    # The first server keeps its names while down (its last list): no second copy offered.
+    assert offered(model.calls[-1]) == sorted(["check_report_status", *MCP_TOOLS])
     assert [s["state"] for s in servers] == ["down", "up"]
+
+
+async def test_a_result_over_the_limit_is_refused_into_a_message(mcp_server: MCPProcess) -> None:
+    await mcp_server.start()
+    model = ScriptedModel(
+        [
+            [function_call("big_answer", {"chars": 5000}, call_id="big")],
+            [assistant_message("Too much.")],
+        ]
+    )
+    settings = settings_for(mcp_server, mcp_max_result_chars=1000)
+    async with town_hall(settings, model) as client:
+        frames = await chat(client, "a big answer please", "mcp-big")
+        state = await mcp_state(client)
+    output = named(frames, "tool_result")[0]["output"]
+    assert output.startswith("The tool big_answer answered with more than 1000 characters")
+    assert "x" * 100 not in json.dumps([f.data for f in frames])
+    assert "x" * 100 not in json.dumps(model.calls[-1].input)  # nor kept for the model
+    assert state == ("healthy", "up")  # the server is fine: not suspected
 
 
 POTHOLE = {

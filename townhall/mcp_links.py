@@ -16,14 +16,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from agents import RunContextWrapper
+from agents.exceptions import UserError
 from agents.mcp import MCPServerStreamableHttp
+from mcp.types import CallToolResult
 from mcp.types import Tool as MCPTool
 
 from townhall.settings import Settings
@@ -45,27 +49,59 @@ def server_label(url: str) -> str:
     return f"{host}{port}{parts.path}"
 
 
+class ToolResultTooLarge(UserError):
+    """An MCP tool answered more than MCP_MAX_RESULT_CHARS: it would be sent to the model again
+    on every later turn of the conversation."""
+
+    def __init__(self, tool: str, size: int, limit: int) -> None:
+        super().__init__(f"the result of {tool} has {size} characters (limit {limit})")
+        self.size = size
+        self.limit = limit
+
+
+def result_size(result: CallToolResult) -> int:
+    """Characters a result would put in the conversation: its text, data and structured part."""
+    structured = result.structured_content
+    size = len(json.dumps(structured)) if structured else 0
+    for part in result.content:
+        size += len(getattr(part, "text", "") or "") + len(getattr(part, "data", "") or "")
+    return size
+
+
 class LinkedServer(MCPServerStreamableHttp):
-    """The SDK's client, offering no tools while its link is down (the SDK would fail the whole
-    turn), and none whose name is taken: by one of our own tools or handoffs, or by a server
-    listed before it in MCP_SERVER_URL (two tools of one name fail every turn in the SDK)."""
+    """The SDK's client, as the agents see it:
+
+    - its tools are the ones last listed (`MCPLink.known`), also while the server is down: a
+      model that calls one, perhaps because it did earlier in the conversation, hears that the
+      tool could not be reached (a tool that is no longer offered would fail the whole turn);
+    - none whose name is taken: by one of our own tools or handoffs, or by a server listed
+      before it in MCP_SERVER_URL (two tools of one name fail every turn in the SDK);
+    - a result over MCP_MAX_RESULT_CHARS is refused (ToolResultTooLarge).
+    """
 
     link: MCPLink
 
     async def list_tools(self, run_context: Any = None, agent: Any = None) -> list[MCPTool]:
-        if self.link.state != "up" or self.session is None:
-            return []
-        try:
-            tools = await super().list_tools(run_context, agent)
-        except Exception as error:
-            self.link.suspect(error)
-            return []
-        taken = self.link.taken()
-        return [tool for tool in tools if tool.name not in taken]
+        if self.link.state == "up" and self.session is not None:
+            try:
+                self.link.remember(await super().list_tools(run_context, agent))
+            except Exception as error:
+                self.link.suspect(error)
+        taken = self.link.taken_by_others()
+        return [tool for tool in self.link.known if tool.name not in taken]
 
     async def list_tools_now(self) -> list[MCPTool]:
         """The server's tools, whatever the link's state (the link fetches them on connect)."""
         return await super().list_tools()
+
+    async def call_tool(
+        self, tool_name: str, arguments: dict[str, Any] | None, meta: dict[str, Any] | None = None
+    ) -> CallToolResult:
+        result = await super().call_tool(tool_name, arguments, meta)
+        size = result_size(result)
+        if size > self.link.max_result_chars:
+            raise ToolResultTooLarge(tool_name, size, self.link.max_result_chars)
+        return result
 
 
 @dataclass
@@ -79,15 +115,25 @@ class LinkStatus:
 class MCPLink:
     """One MCP server, connected and watched by its own task."""
 
-    def __init__(self, url: str, headers: dict[str, str], timeout: float, retry_max: float) -> None:
+    def __init__(
+        self,
+        url: str,
+        headers: dict[str, str],
+        timeout: float,
+        retry_max: float,
+        max_result_chars: int = 100_000,
+    ) -> None:
         self.name = server_label(url)
         self.timeout = timeout
         self.retry_max = retry_max
+        self.max_result_chars = max_result_chars
         self.state: LinkState = "connecting"
-        self.tool_names: list[str] = []
+        self.known: list[MCPTool] = []  # the tools it offers (the last list it gave)
         self.last_error: str | None = None
         self.reserved: frozenset[str] = frozenset()
         self.earlier: list[MCPLink] = []  # the links listed before this one
+        self._connected_before = False
+        self._left_out: set[str] = set()  # tools already logged as left out
         self.server = LinkedServer(
             params={"url": url, "headers": headers, "timeout": timeout},
             name=self.name,
@@ -102,11 +148,28 @@ class MCPLink:
         self._tried = asyncio.Event()  # the first connect attempt has ended, either way
         self._task: asyncio.Task[None] | None = None
 
-    def taken(self) -> set[str]:
-        """Names this server's tools may not have: ours, and those of earlier servers now up."""
-        return set(self.reserved).union(
-            *(link.tool_names for link in self.earlier if link.state == "up")
-        )
+    @property
+    def tool_names(self) -> list[str]:
+        return [tool.name for tool in self.known]
+
+    def taken_by_others(self) -> set[str]:
+        """Names this server's tools may not have: ours, and those of earlier servers."""
+        return set(self.reserved).union(*(link.tool_names for link in self.earlier))
+
+    def remember(self, tools: list[MCPTool]) -> None:
+        """Keep the tools a model can be offered: a name the OpenAI APIs accept, an object
+        schema, each name once, none of ours (each left out is logged once)."""
+        kept: dict[str, MCPTool] = {}
+        for tool in tools:
+            problem = _unusable(tool, self.reserved)
+            if problem is None and tool.name not in kept:
+                kept[tool.name] = tool
+            elif problem is not None and tool.name not in self._left_out:
+                self._left_out.add(tool.name)
+                logger.warning(
+                    "MCP server %s: tool %r left out: %s", self.name, tool.name[:80], problem
+                )
+        self.known = sorted(kept.values(), key=lambda tool: tool.name)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"mcp-link {self.name}")
@@ -132,7 +195,7 @@ class MCPLink:
                 await self._task
 
     def status(self) -> LinkStatus:
-        return LinkStatus(self.name, self.state, list(self.tool_names), self.last_error)
+        return LinkStatus(self.name, self.state, self.tool_names, self.last_error)
 
     async def _run(self) -> None:
         delay = RETRY_BASE_SECONDS
@@ -150,7 +213,6 @@ class MCPLink:
             delay = min(delay * 2, self.retry_max)
 
     async def _connect(self) -> bool:
-        was_up_before = self.last_error is not None
         try:
             await self.server.connect()
             self.server.invalidate_tools_cache()  # a reconnect fetches the list anew
@@ -165,21 +227,15 @@ class MCPLink:
             return False
         finally:
             self._tried.set()
-        taken = self.taken()
-        self.tool_names = sorted(tool.name for tool in tools if tool.name not in taken)
-        if len(self.tool_names) < len(tools):
-            logger.warning(
-                "MCP server %s: left out tools whose names are taken: %s",
-                self.name,
-                ", ".join(sorted(t.name for t in tools if t.name in taken)),
-            )
-        self.state = "up"
+        self.remember(tools)
+        self.state, self.last_error = "up", None
         logger.info(
             "MCP server %s %s: %d tools",
             self.name,
-            "reconnected" if was_up_before else "connected",
-            len(self.tool_names),
+            "reconnected" if self._connected_before else "connected",
+            len(self.known),
         )
+        self._connected_before = True
         return True
 
     async def _watch(self) -> None:
@@ -235,7 +291,13 @@ class MCPLinks:
         headers = settings.mcp_header_map
         return cls(
             [
-                MCPLink(url, headers, settings.mcp_timeout_seconds, settings.mcp_retry_max_seconds)
+                MCPLink(
+                    url,
+                    headers,
+                    settings.mcp_timeout_seconds,
+                    settings.mcp_retry_max_seconds,
+                    settings.mcp_max_result_chars,
+                )
                 for url in settings.mcp_server_urls
             ]
         )
@@ -271,7 +333,15 @@ class MCPLinks:
     def tool_failure(self, ctx: RunContextWrapper[Any], error: Exception) -> str:
         """What the model hears when an MCP tool fails; the server is checked at once."""
         tool = getattr(ctx, "tool_name", None) or "the tool"
+        # The server that offers the tool: the first that knows it (see LinkedServer).
         link = next((lk for lk in self.links if tool in lk.tool_names), None)
+        cause = error if isinstance(error, ToolResultTooLarge) else error.__cause__
+        if isinstance(cause, ToolResultTooLarge):
+            logger.warning("MCP tool %s answered too much (%d characters)", tool, cause.size)
+            return (
+                f"The tool {tool} answered with more than {cause.limit} characters, too much "
+                "to use. Tell the resident that answer could not be used."
+            )
         if link is not None:
             link.suspect(error)
         logger.warning(
@@ -286,3 +356,22 @@ class MCPLinks:
             f"The tool {tool} {why}, so it returned nothing. Tell the resident this service is "
             "unavailable right now and offer to help otherwise; do not retry it in this answer."
         )
+
+
+# The name rule of OpenAI's function tools (Responses and Chat Completions); a request with
+# another name is refused outright, failing every turn that offers it.
+TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+
+
+def _unusable(tool: MCPTool, reserved: frozenset[str]) -> str | None:
+    """Why a model cannot be offered `tool`, if it cannot."""
+    if tool.name in reserved:
+        return "the name is one of the town hall's own tools"
+    if not TOOL_NAME.match(tool.name):
+        return "the name must be 1-64 characters of a-z A-Z 0-9 _ -"
+    schema = tool.input_schema
+    if not isinstance(schema, dict) or schema.get("type", "object") != "object":
+        return "its input schema is not an object"
+    if not isinstance(schema.get("properties", {}), dict):
+        return "its input schema's properties are not an object"
+    return None

@@ -85,6 +85,9 @@ class Settings(BaseModel):
     mcp_headers: SecretStr | None = None
     mcp_timeout_seconds: float = Field(10, gt=0, le=600)
     mcp_retry_max_seconds: float = Field(30, gt=0)
+    # The most characters one MCP tool result may hold (text, data, structured): a result is
+    # kept in the conversation and sent to the model on every later turn.
+    mcp_max_result_chars: int = Field(100_000, ge=1)
 
     @field_validator("openai_base_url")
     @classmethod

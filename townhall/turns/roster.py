@@ -1,14 +1,17 @@
 """Which agent answers a conversation's next message: the one its last handoff went to.
 
 The Agents SDK keeps a handoff in the history as a call of the handoff's tool
-(`transfer_to_incident_desk`) and its output, so the history alone says who answers now: the
-target of the last handoff call, or the agent residents meet first if there was none. Nothing
-else has to be stored, and every session store (and a protocol that keeps its own items) works
-the same way.
+(`transfer_to_incident_desk`) and its output, `{"assistant": "<agent name>"}`, so the history
+alone says who answers now: the agent named by the last such output, or the agent residents
+meet first if there was none. (Not the last call: when a model calls two handoffs at once the
+SDK follows the first, and answers the other "Multiple handoffs detected, ignoring this one.")
+Nothing else has to be stored, and every session store (and a protocol that keeps its own
+items) works the same way.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -52,11 +55,28 @@ class AgentRoster:
 
     def answering(self, items: Iterable[Any]) -> Agent[Any]:
         """The agent that answers after `items` (a conversation's history, oldest first)."""
+        handoff_calls: set[Any] = set()
         last = self.first
         for item in items:
-            if isinstance(item, dict) and item.get("type") == "function_call":
-                last = self.by_handoff_tool.get(str(item.get("name")), last)
+            if not isinstance(item, dict):
+                continue
+            if item.get("type") == "function_call" and item.get("name") in self.by_handoff_tool:
+                handoff_calls.add(item.get("call_id"))
+            elif item.get("type") == "function_call_output" and item.get("call_id") in (
+                handoff_calls
+            ):
+                last = self.by_name.get(_handed_to(item.get("output")) or "", last)
         return last
+
+
+def _handed_to(output: Any) -> str | None:
+    """The agent a handoff's output names (`{"assistant": name}`), if it names one."""
+    try:
+        named = json.loads(output) if isinstance(output, str) else None
+    except ValueError:
+        return None
+    agent = named.get("assistant") if isinstance(named, dict) else None
+    return agent if isinstance(agent, str) else None
 
 
 def _agent_of(handoff: Handoff[Any, Any]) -> Agent[Any] | None:

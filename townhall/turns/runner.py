@@ -234,6 +234,7 @@ class TurnRunner:
 
         lease.on_cancel(cancel)
         agents_seen = 0
+        calls: set[str | None] = set()  # tool calls announced: a result is sent only for those
         partial: list[str] = []  # the reply text streamed since the last completed message
         try:
             async for event in result.stream_events():
@@ -246,6 +247,10 @@ class TurnRunner:
                     continue
                 try:
                     ours = _event_for(event)
+                    if isinstance(ours, ToolCall):
+                        calls.add(ours.call_id)
+                    elif isinstance(ours, ToolResult) and ours.call_id not in calls:
+                        ours = None  # a handoff's output (e.g. an ignored second handoff)
                     if ours is not None:
                         if isinstance(ours, TextDelta):
                             partial.append(ours.text)
