@@ -125,6 +125,10 @@ async def test_demo_page_streams_through_cors_and_remembers_the_session() -> Non
             await reference.wait_for(timeout=10_000)
             assert (await reference.text_content() or "").strip().startswith("INC-")
             assert "report_incident" in (await page.locator(".tool").first.text_content() or "")
+            # The handoff shows which desk answers; the card says what was filed.
+            assert await page.text_content("#desk") == "Incident desk"
+            card = page.locator(".card")
+            assert "Incident reported" in (await card.text_content() or "")
             await page.screenshot(path=str(ARTIFACTS / "demo-page.png"), full_page=True)
 
             refused = await browser.new_page()
@@ -135,6 +139,73 @@ async def test_demo_page_streams_through_cors_and_remembers_the_session() -> Non
             await error.wait_for(timeout=10_000)
             assert "Could not reach the town hall" in (await error.text_content() or "")
             await refused.screenshot(path=str(ARTIFACTS / "demo-cors-refused.png"))
+        finally:
+            await browser.close()
+    model.assert_complete()
+
+
+MARKDOWN_REPLY = (
+    "**Bold** and *leaning* and `code`\n"
+    "- first point\n"
+    "- second point\n\n"
+    '<img src=x onerror="window.pwned=1"> <b>raw</b> '
+    "[bad](javascript:window.pwned=2) [good](https://example.org/help)"
+)
+
+
+async def test_demo_page_renders_safe_markdown_and_lists_past_conversations() -> None:
+    browser_path = chromium_path()
+    from playwright.async_api import async_playwright
+
+    model = ScriptedModel(
+        [[assistant_message(MARKDOWN_REPLY)], [assistant_message("A second conversation.")]]
+    )
+    app = create_app(make_settings(), model=model)
+    ARTIFACTS.mkdir(exist_ok=True)
+    async with (
+        live_server(app) as api_url,
+        async_playwright() as playwright,
+    ):
+        browser = await playwright.chromium.launch(
+            executable_path=browser_path, args=CHROMIUM_FLAGS
+        )
+        try:
+            page = await browser.new_page()
+            await page.goto(f"{api_url}/demo")
+            await page.fill("#message", "Show me some formatting")
+            await page.press("#message", "Enter")
+            await page.locator("#status", has_text="done").wait_for(timeout=10_000)
+            answer = page.locator(".assistant").first
+            assert await answer.locator("strong").text_content() == "Bold"
+            assert await answer.locator("em").text_content() == "leaning"
+            assert await answer.locator("code").text_content() == "code"
+            assert await answer.locator("li").all_text_contents() == ["first point", "second point"]
+            # Raw HTML from the model is text, never elements; only http(s) links are links.
+            assert await answer.locator("img, b").count() == 0
+            assert '<img src=x onerror="window.pwned=1">' in (await answer.text_content() or "")
+            assert await page.evaluate("window.pwned") is None
+            links = answer.locator("a")
+            assert await links.count() == 1
+            assert await links.get_attribute("href") == "https://example.org/help"
+            first_session = await page.text_content("#session")
+            await page.locator("#sessions button").first.wait_for(timeout=10_000)
+
+            await page.click("#new")
+            await page.fill("#message", "A new subject")
+            await page.press("#message", "Enter")
+            await page.locator("#status", has_text="done").wait_for(timeout=10_000)
+            second_session = await page.text_content("#session")
+            listed = page.locator("#sessions button")
+            await listed.nth(1).wait_for(timeout=10_000)
+            assert sorted(await listed.evaluate_all("bs => bs.map(b => b.dataset.session)")) == (
+                sorted([first_session, second_session])
+            )
+            # Choosing the first conversation shows what was said there, and continues it.
+            await page.click(f'#sessions button[data-session="{first_session}"]')
+            await page.locator(".user", has_text="Show me some formatting").wait_for(timeout=10_000)
+            assert await page.text_content("#session") == first_session
+            assert await page.locator(".assistant strong").text_content() == "Bold"
+            await page.screenshot(path=str(ARTIFACTS / "demo-markdown.png"), full_page=True)
         finally:
             await browser.close()
     model.assert_complete()
