@@ -349,6 +349,99 @@ pm.test("our thread is listed", () => {
     ),
 ]
 
+front_ends = [
+    request(
+        "Streamlit: ask, whole answer",
+        "POST",
+        "/query",
+        {"prompt": "Hello from Streamlit"},
+        status(
+            200,
+            """
+const body = pm.response.json();
+pm.test("model, answer and session", () => {
+    pm.expect(body.model).to.eql("echo");
+    pm.expect(body.answer).to.eql("Hello from Streamlit");
+    pm.expect(body.session_id).to.be.a("string");
+});
+pm.collectionVariables.set("query_session", body.session_id);
+""",
+        ),
+    ),
+    request(
+        "Streamlit: ask, streamed lines",
+        "POST",
+        "/query/stream",
+        {"prompt": "streamed words", "session_id": "{{query_session}}"},
+        status(
+            200,
+            """
+pm.test("data: lines with the text", () => {
+    const lines = pm.response.text().split("\\n").filter(l => l);
+    pm.expect(lines).to.eql(["data: streamed", "data: words"]);
+});
+pm.test("the same conversation", () => {
+    pm.expect(pm.response.headers.get("X-Session-Id")).to.eql(pm.collectionVariables.get("query_session"));
+});
+""",
+        ),
+    ),
+    request(
+        "Streamlit: a blank prompt is refused",
+        "POST",
+        "/query",
+        {"prompt": "   "},
+        status(422, error_code("invalid_request")),
+    ),
+    request(
+        "Assistants stream: a run as NDJSON",
+        "POST",
+        "/chat/stream",
+        {"content": "Hello assistant"},
+        status(
+            200,
+            """
+const events = pm.response.text().split("\\n").filter(l => l.trim()).map(l => JSON.parse(l));
+pm.test("NDJSON", () => pm.expect(pm.response.headers.get("Content-Type")).to.include("application/x-ndjson"));
+pm.test("a run from created to completed", () => {
+    pm.expect(events[0].event).to.eql("thread.run.created");
+    pm.expect(events[events.length - 1].event).to.eql("thread.run.completed");
+    pm.expect(events.map(e => e.event)).to.include("thread.message.delta");
+});
+pm.test("the thread is returned", () => {
+    pm.expect(pm.response.headers.get("X-Thread-Id")).to.eql(events[0].data.thread_id);
+});
+""",
+        ),
+    ),
+    request(
+        "AI SDK useChat: the UI message stream",
+        "POST",
+        "/api/chat",
+        {
+            "id": "postman-chat",
+            "messages": [
+                {"id": "m1", "role": "user", "parts": [{"type": "text", "text": "Hello useChat"}]}
+            ],
+            "trigger": "submit-message",
+        },
+        status(
+            200,
+            SSE_ENDS_WELL
+            + """
+pm.test("UI message stream v1", () => pm.expect(pm.response.headers.get("x-vercel-ai-ui-message-stream")).to.eql("v1"));
+const chunks = pm.response.text().split("\\n\\n").filter(f => f.startsWith("data: {")).map(f => JSON.parse(f.slice(6)));
+pm.test("start, text, finish", () => {
+    const types = chunks.map(c => c.type);
+    pm.expect(types[0]).to.eql("start");
+    pm.expect(types).to.include("text-delta");
+    pm.expect(types[types.length - 1]).to.eql("finish");
+});
+""",
+        ),
+    ),
+]
+
 collection = {
     "info": {
         "name": "Digital Town Hall API",
@@ -361,8 +454,13 @@ collection = {
         {"name": "Service", "item": service},
         {"name": "Chat", "item": chat},
         {"name": "ChatKit", "item": chatkit},
+        {"name": "Front ends", "item": front_ends},
     ],
-    "variable": [{"key": "session_id", "value": ""}, {"key": "thread_id", "value": ""}],
+    "variable": [
+        {"key": "session_id", "value": ""},
+        {"key": "thread_id", "value": ""},
+        {"key": "query_session", "value": ""},
+    ],
 }
 
 environment = {
