@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from agents_def import INCIDENT_DESK_NAME
 from api import create_app
 from tests.support.app import live_server, make_settings
 from tests.support.desks import to_incident_desk
-from tests.support.model_streams import Gate
+from tests.support.model_streams import Gate, SlowStream
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE_SCRIPTS = ROOT / "tests" / "node"
@@ -74,7 +75,7 @@ def remembers(call: ModelCall) -> list[Any]:
     return [assistant_message(f"You said: {' | '.join(str(s) for s in said)}")]
 
 
-async def node(script: str, *args: str) -> dict[str, Any]:
+async def node(script: str, *args: str, **env: str) -> dict[str, Any]:
     if shutil.which("node") is None or not (ROOT / "node_modules" / "ai").is_dir():
         pytest.skip("needs node and the npm packages: run `npm ci` (.ci/run does)")
     process = await asyncio.create_subprocess_exec(
@@ -84,6 +85,7 @@ async def node(script: str, *args: str) -> dict[str, Any]:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         cwd=ROOT,
+        env={**os.environ, **env},
     )
     out, err = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == 0, err.decode()
@@ -306,3 +308,121 @@ async def test_every_front_end_keeps_the_rules_of_chat(front_end: str) -> None:
     for response in (no_key, bad, busy, full, limited):
         assert set(response.json()) == {"error"}, response.text
     assert full.json()["error"]["code"] == "at_capacity" and "retry-after" in full.headers
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/query", {"prompt": "a long answer", "session_id": "gone-q"}),
+        ("/chat", {"message": "a long answer", "session_id": "gone-c", "stream": False}),
+    ],
+)
+async def test_a_client_that_leaves_a_whole_answer_request_stops_the_turn(
+    path: str, body: dict[str, Any]
+) -> None:
+    """A JSON reply waits for the whole answer; a client that leaves meanwhile must not keep
+    the model running and the conversation busy (409) until the answer is done."""
+    slow = SlowStream(count=2000, gap=0.01)  # a 20 s answer
+    model = ScriptedModel([ModelStep.stream(slow), [assistant_message("Here now.")]])
+    app = create_app(make_settings(), model=model)
+    async with live_server(app) as base:
+        async with httpx.AsyncClient(base_url=base, timeout=0.5) as impatient:
+            with pytest.raises(httpx.ReadTimeout):
+                await impatient.post(path, json=body)
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            statuses = []
+            for _ in range(20):  # 2 s at most
+                again = await client.post(path, json=body)
+                statuses.append(again.status_code)
+                if again.status_code == 200:
+                    break
+                await asyncio.sleep(0.1)
+    assert statuses[-1] == 200 and len(statuses) <= 5, statuses
+    assert slow.sent < 500  # the run stopped soon after the client left
+
+
+async def test_assistant_stream_parallel_tool_calls_and_a_handoff_mid_answer() -> None:
+    """Two tool calls at once reach openai-node one after the other (it announces a call again
+    if their deltas interleave), and the words before a handoff stay a message of their own."""
+    status = {"reference": "INC-AAAAAA"}
+    model = ScriptedModel(
+        [
+            [assistant_message("Let me pass you to the desk."), *to_incident_desk()],
+            [
+                function_call("report_incident", POTHOLE, call_id="par-1"),
+                function_call("check_report_status", status, call_id="par-2"),
+            ],
+            [assistant_message("Filed, and that old one is unknown.")],
+        ]
+    )
+    app = create_app(make_settings(), model=model)
+    async with live_server(app) as base:
+        seen = await node("assistant_stream.mjs", base, "pothole, and what about INC-AAAAAA?")
+    assert [c["id"] for c in seen["toolCallsCreated"]] == ["par-1", "par-2"]
+    assert [d["id"] for d in seen["toolCallDeltas"]] == ["par-1", "par-2"]
+    outputs = [json.loads(d["output"]) for d in seen["toolCallDeltas"]]
+    assert outputs[0]["reference"].startswith("INC-") and outputs[1]["found"] is False
+    assert [c["id"] for c in seen["toolCallsDone"]] == ["par-1", "par-2"]
+    assert all(c["output"] for c in seen["toolCallsDone"])
+    assert seen["messagesDone"] == [
+        "Let me pass you to the desk.",
+        "Filed, and that old one is unknown.",
+    ]
+    assert seen["finalRun"]["status"] == "completed" and seen["error"] is None
+
+
+def test_a_failed_turn_closes_its_open_tool_calls_on_every_stream() -> None:
+    """A call whose turn failed before its output: useChat gets its error (a tool part left
+    `input-available` spins forever), the Assistants step completes as failed."""
+    from townhall.protocols.assistant_stream import RunWriter
+    from townhall.protocols.ui_message_stream import MessageWriter
+    from townhall.turns.events import Failed, ToolCall
+
+    call = ToolCall(name="ward_of", arguments={"street": "x"}, call_id="open-1")
+    failed = Failed("model_error", "Sorry, something went wrong while answering.")
+    ui, run = MessageWriter(), RunWriter("thread_x")
+    ui_chunks = [json.loads(c[6:]) for e in (call, failed) for c in ui.render(e)]
+    run_lines = [json.loads(line) for e in (call, failed) for line in run.render(e)]
+    assert [c["type"] for c in ui_chunks] == [
+        "start-step",
+        "tool-input-available",
+        "tool-output-error",
+        "finish-step",
+        "error",
+        "finish",
+    ]
+    assert ui_chunks[2] == {
+        "type": "tool-output-error",
+        "toolCallId": "open-1",
+        "errorText": failed.message,
+    }
+    steps = [line for line in run_lines if line["event"] == "thread.run.step.completed"]
+    assert [step["data"]["status"] for step in steps] == ["failed"]
+    assert run_lines[-1]["event"] == "thread.run.failed"
+
+
+async def test_a_lone_surrogate_from_the_model_does_not_break_the_reply_or_the_history() -> None:
+    model = ScriptedModel([[assistant_message("Broken \ud800 text")]])
+    app = create_app(make_settings(), model=model)
+    async with live_server(app) as base, httpx.AsyncClient(base_url=base) as client:
+        reply = await client.post("/query", json={"prompt": "hi", "session_id": "sur-1"})
+        history = await client.get("/sessions/sur-1")
+    assert reply.status_code == 200 and reply.json()["answer"] == "Broken ? text"
+    assert history.status_code == 200
+    assert history.json()["messages"][-1]["content"] == "Broken ? text"
+
+
+async def test_a_long_use_chat_history_fits_when_only_the_new_message_is_sent() -> None:
+    """useChat resends the whole chat each turn; past 64 KiB that is refused (413). The
+    README's transport sends only the new message: the server keeps the history anyway."""
+    model = ScriptedModel([[assistant_message("Still here.")]])
+    app = create_app(make_settings(), model=model)
+    long_ago = "a long earlier answer " * 4000  # ~88 KB of chat so far
+    async with live_server(app) as base:
+        whole = await node("use_chat.mjs", base, "chat-long", "and now?", long_ago)
+        last_only = await node(
+            "use_chat.mjs", base, "chat-long", "and now?", long_ago, LAST_ONLY="1"
+        )
+    assert whole["thrown"]["status"] == 413
+    assert last_only["thrown"] is None
+    assert last_only["message"]["parts"][-1]["text"] == "Still here."

@@ -20,6 +20,8 @@ const seen = {
   textDeltas: [],
   toolCallsCreated: [],
   toolCallDeltas: [],
+  toolCallsDone: [],
+  messagesDone: [],
   events: [],
   runThreadIds: [],
   finalRun: null,
@@ -34,6 +36,8 @@ if (!response.ok) {
     .on("textDelta", (delta, snapshot) => { seen.textDeltas.push(delta.value); seen.text = snapshot.value; })
     .on("toolCallCreated", (call) => { seen.toolCallsCreated.push({ id: call.id, name: call.function?.name, arguments: call.function?.arguments }); })
     .on("toolCallDelta", (delta, snapshot) => { seen.toolCallDeltas.push({ id: snapshot.id, output: delta.function?.output }); })
+    .on("toolCallDone", (call) => { seen.toolCallsDone.push({ id: call.id, output: call.function?.output ?? null }); })
+    .on("messageDone", (message) => { seen.messagesDone.push(message.content.map((c) => c.text?.value ?? "").join("")); })
     .on("event", (event) => {
       seen.events.push(event.event);
       if (event.event.startsWith("thread.run.") && !event.event.startsWith("thread.run.step")) {

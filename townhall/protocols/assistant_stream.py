@@ -14,8 +14,9 @@ checks the order of what it reads, so exactly this is sent:
   `{code, message}` (the resident-fit message).
 
 Tools run on the server, so a run never stops at `thread.run.requires_action`. A handoff between
-desks has no Assistants event and is not sent. Keep-alives are empty lines, which the parser
-skips.
+desks has no Assistants event: the message before it is completed, and the desk's answer is a
+new message. A step whose turn failed completes as `failed`. Keep-alives are empty lines, which
+the parser skips.
 """
 
 from __future__ import annotations
@@ -30,7 +31,15 @@ from typing import Any
 from sse_starlette import ServerSentEvent
 
 from townhall.protocols.sse import Pacer
-from townhall.turns.events import Failed, Finished, TextDelta, ToolCall, ToolResult, TurnEvent
+from townhall.turns.events import (
+    AgentChanged,
+    Failed,
+    Finished,
+    TextDelta,
+    ToolCall,
+    ToolResult,
+    TurnEvent,
+)
 from townhall.turns.pipeline import OpenTurn
 
 
@@ -62,7 +71,9 @@ class RunWriter:
         self._text: list[str] = []
         self._step_id: str | None = None
         self._calls: list[dict[str, Any]] = []  # the open step's calls, by index
-        self._answered: set[int] = set()
+        self._outputs: dict[int, str] = {}  # their outputs, as they came
+        self._sent = 0  # calls whose creation and output have both been sent
+        self._created = 0  # calls whose creation has been sent
 
     def _run(self, status: str, **extra: Any) -> dict[str, Any]:
         return {
@@ -80,11 +91,16 @@ class RunWriter:
 
     def render(self, event: TurnEvent) -> list[bytes]:
         if isinstance(event, TextDelta):
+            if not event.text:
+                return []
             return self._step_done() + self._text_delta(event.text)
         if isinstance(event, ToolCall):
             return self._message_done() + self._tool_call(event)
         if isinstance(event, ToolResult):
             return self._tool_result(event)
+        if isinstance(event, AgentChanged):
+            # Another agent answers from here: what was said before it is a message of its own.
+            return self._message_done()
         if isinstance(event, Finished):
             final = event.reply if isinstance(event.reply, str) else None
             usage = {
@@ -97,8 +113,8 @@ class RunWriter:
         if isinstance(event, Failed):
             last_error = {"code": event.code, "message": event.message}
             failed = _line("thread.run.failed", self._run("failed", last_error=last_error))
-            return self._message_done() + self._step_done() + [failed]
-        return []  # a handoff: no such event in the Assistants API
+            return self._message_done() + self._step_done("failed") + [failed]
+        return []
 
     def _message(self, status: str, content: list[dict[str, Any]]) -> dict[str, Any]:
         return {
@@ -163,38 +179,55 @@ class RunWriter:
             self._step_id = "step_" + secrets.token_hex(12)
             lines.append(_line("thread.run.step.created", self._step("in_progress", [])))
         index = len(self._calls)
-        call = {
-            "id": event.call_id or f"call_{index}",
-            "type": "function",
-            "function": {
-                "name": event.name,
-                "arguments": _json_text(event.arguments),
-                "output": None,
-            },
-        }
-        self._calls.append(call)
-        lines.append(self._step_delta({"index": index, **call}))
-        return lines
+        self._calls.append(
+            {
+                "id": event.call_id or f"call_{index}",
+                "type": "function",
+                "function": {
+                    "name": event.name,
+                    "arguments": _json_text(event.arguments),
+                    "output": None,
+                },
+            }
+        )
+        return lines + self._flush()
 
     def _tool_result(self, event: ToolResult) -> list[bytes]:
         index = next((i for i, call in enumerate(self._calls) if call["id"] == event.call_id), None)
         if index is None:
             return []
-        output = _json_text(event.output)
-        self._calls[index]["function"]["output"] = output
-        self._answered.add(index)
-        lines = [
-            self._step_delta({"index": index, "type": "function", "function": {"output": output}})
-        ]
-        if len(self._answered) == len(self._calls):
+        self._outputs[index] = _json_text(event.output)
+        self._calls[index]["function"]["output"] = self._outputs[index]
+        lines = self._flush()
+        if self._sent == len(self._calls):
             lines += self._step_done()
         return lines
 
-    def _step_done(self) -> list[bytes]:
+    def _flush(self) -> list[bytes]:
+        """The deltas that can go out now, call by call: the parser takes one call's deltas
+        (its creation, then its output) before the next call's, and would announce a call again
+        if they interleaved. Tools run at once, so a later call's output may wait here."""
+        lines = []
+        while self._sent < len(self._calls):
+            index = self._sent
+            if self._created == index:
+                created = {"index": index, **self._calls[index]}
+                created["function"] = created["function"] | {"output": None}
+                lines.append(self._step_delta(created))
+                self._created += 1
+            if index not in self._outputs:
+                break
+            output = {"output": self._outputs[index]}
+            lines.append(self._step_delta({"index": index, "type": "function", "function": output}))
+            self._sent += 1
+        return lines
+
+    def _step_done(self, status: str = "completed") -> list[bytes]:
         if self._step_id is None:
             return []
-        done = _line("thread.run.step.completed", self._step("completed", self._calls))
-        self._step_id, self._calls, self._answered = None, [], set()
+        done = _line("thread.run.step.completed", self._step(status, self._calls))
+        self._step_id, self._calls, self._outputs = None, [], {}
+        self._sent = self._created = 0
         return [done]
 
 

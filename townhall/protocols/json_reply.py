@@ -3,10 +3,13 @@ front end that waits for the answer (`collect`)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
-from fastapi.responses import JSONResponse
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response
 
 from townhall.errors import AppError, error_body
 from townhall.http.schemas import ChatReply, ToolCall, Usage
@@ -29,8 +32,38 @@ class Outcome:
     calls: list[ToolCall] = field(default_factory=list)
 
 
-async def collect(turn: OpenTurn) -> Outcome:
-    """Run the turn to its end and give it back."""
+async def collect(turn: OpenTurn, request: Request | None = None) -> Outcome:
+    """Run the turn to its end and give it back. With the `request` it answers, the turn is
+    cancelled as soon as its client leaves (nobody would read the answer, and the conversation
+    would stay busy until the model finished)."""
+    if request is None:
+        return await _collect(turn)
+    collecting = asyncio.ensure_future(_collect(turn))
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({collecting, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if not collecting.done():
+        collecting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await collecting  # its finally gives the turn back
+        raise ClientGone()
+    return collecting.result()
+
+
+class ClientGone(Exception):
+    """The client left before the whole answer was ready (nothing is sent)."""
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client has gone (the body was read already: the next message is the
+    disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _collect(turn: OpenTurn) -> Outcome:
     calls: dict[str | None, ToolCall] = {}
     try:
         async with aclosing(turn.events):
@@ -57,8 +90,11 @@ def failure_response(failed: Failed, session_id: str) -> JSONResponse:
     return JSONResponse(body, _FAILURE_STATUS.get(failed.code, 502))
 
 
-async def json_reply(turn: OpenTurn) -> JSONResponse:
-    outcome = await collect(turn)
+async def json_reply(turn: OpenTurn, request: Request | None = None) -> Response:
+    try:
+        outcome = await collect(turn, request)
+    except ClientGone:
+        return Response(status_code=499)  # never sent: there is nobody to send it to
     if outcome.finished is None:
         assert outcome.failed is not None  # collect ends with one or the other
         return failure_response(outcome.failed, turn.session_id)

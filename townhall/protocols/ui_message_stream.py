@@ -8,7 +8,8 @@ SSE, one JSON chunk per `data:` line, then `data: [DONE]`:
   `tool-<name>` part with its input and output;
 - a handoff: a `data-agent` part (`{"name"}`, one part updated in place: the desk answering);
 - last, `finish` (finishReason `stop`), or `error` (`errorText`: the resident-fit message)
-  then `finish` (finishReason `error`).
+  then `finish` (finishReason `error`), after a `tool-output-error` for any call left without
+  its output.
 The client refuses a text delta without its `text-start`, and a tool output without its call,
 so the writer keeps the open text part and the calls it has sent.
 """
@@ -83,13 +84,21 @@ class MessageWriter:
             )
             step_over = self._answered >= self._calls
             return [sent] + (self._step_end() if step_over else [])
-        if isinstance(event, AgentChanged):
-            return [chunk(type="data-agent", id="agent", data={"name": event.name})]
+        if isinstance(event, AgentChanged):  # the desk's words are a text part of their own
+            return self._text_end() + [
+                chunk(type="data-agent", id="agent", data={"name": event.name})
+            ]
         if isinstance(event, Finished):
             return self._text_end() + self._step_end() + [chunk(type="finish", finishReason="stop")]
         if isinstance(event, Failed):
+            # A call left without its output would show as running forever.
+            unanswered = [
+                chunk(type="tool-output-error", toolCallId=call_id, errorText=event.message)
+                for call_id in sorted(self._calls - self._answered)
+            ]
             return (
                 self._text_end()
+                + unanswered
                 + self._step_end()
                 + [chunk(type="error", errorText=event.message)]
                 + [chunk(type="finish", finishReason="error")]

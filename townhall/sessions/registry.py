@@ -199,7 +199,7 @@ def history_messages(items: Iterable[TResponseInputItem]) -> list[dict[str, Any]
             messages.append(
                 {
                     "role": "tool",
-                    "content": _get(item, "arguments") or "",
+                    "content": valid_text(_get(item, "arguments") or ""),
                     "name": _get(item, "name"),
                     "call_id": _get(item, "call_id"),
                 }
@@ -221,7 +221,19 @@ def history_messages(items: Iterable[TResponseInputItem]) -> list[dict[str, Any]
 
 def _text(content: Any) -> str:
     if isinstance(content, str):
-        return content
+        return valid_text(content)
     if isinstance(content, list):
-        return "".join(str(_get(part, "text") or _get(part, "refusal") or "") for part in content)
-    return "" if content is None else str(content)
+        return valid_text(
+            "".join(str(_get(part, "text") or _get(part, "refusal") or "") for part in content)
+        )
+    return "" if content is None else valid_text(str(content))
+
+
+def valid_text(text: str) -> str:
+    """`text` with any lone surrogate as "?": a model may send one as a JSON escape, and it
+    cannot be written as UTF-8 (a JSON response holding it fails)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode(errors="replace").decode()
+    return text

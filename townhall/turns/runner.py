@@ -29,6 +29,7 @@ from pydantic_core import to_jsonable_python
 
 from townhall.context import AppContext
 from townhall.errors import outage_errors
+from townhall.sessions.registry import valid_text
 from townhall.sessions.store import TurnLease
 from townhall.turns.events import (
     AgentChanged,
@@ -323,7 +324,7 @@ async def _save_partial(lease: TurnLease, text: str) -> None:
 def _event_for(event: Any) -> TurnEvent | None:
     if isinstance(event, RawResponsesStreamEvent):
         if event.data.type == "response.output_text.delta":
-            return TextDelta(event.data.delta)
+            return TextDelta(valid_text(event.data.delta))
         return None
     if not isinstance(event, RunItemStreamEvent):
         return None
@@ -383,7 +384,9 @@ def _jsonable(value: Any) -> Any:
 def _finished(final_output: Any, result: Any) -> Finished:
     usage = result.context_wrapper.usage
     return Finished(
-        reply=final_output if isinstance(final_output, str) else _jsonable(final_output),
+        reply=valid_text(final_output)
+        if isinstance(final_output, str)
+        else _jsonable(final_output),
         usage={
             "requests": usage.requests,
             "input_tokens": usage.input_tokens,

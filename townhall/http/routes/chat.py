@@ -27,5 +27,5 @@ async def chat(
     session_id = body.session_id or new_session_id()
     turn = await open_turn(request, services, caller, session_id=session_id, message=body.message)
     if not body.stream:
-        return await json_reply(turn)
+        return await json_reply(turn, request)
     return event_stream(services, turn, sse_body(turn))

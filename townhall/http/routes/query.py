@@ -7,14 +7,14 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, field_validator
 
 from townhall.http.openapi import TURN_ERRORS
 from townhall.http.schemas import SESSION_ID_PATTERN, SESSION_ID_RULE, matching, not_blank
 from townhall.http.services import CallerDep, Services, ServicesDep
 from townhall.http.turn_request import event_stream, new_session_id, open_turn
-from townhall.protocols.json_reply import collect, failure_response
+from townhall.protocols.json_reply import ClientGone, collect, failure_response
 from townhall.protocols.text_lines import text_lines
 from townhall.turns.pipeline import OpenTurn
 
@@ -91,7 +91,10 @@ async def query(
 ) -> Any:
     """Ask; the whole answer comes back once it is done."""
     turn = await _open(body, request, services, caller)
-    outcome = await collect(turn)
+    try:
+        outcome = await collect(turn, request)
+    except ClientGone:
+        return Response(status_code=499)  # never sent: there is nobody to send it to
     if outcome.finished is None:
         assert outcome.failed is not None
         return failure_response(outcome.failed, turn.session_id)
