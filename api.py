@@ -6,7 +6,7 @@ agents_def.py, the tools from tools.py, everything else from the `townhall` pack
 
 - townhall/http/: services (built once), lifespan, OpenAPI, middleware, and the routes
 - townhall/turns/: the turn pipeline (admit, run, typed events), the model decoders
-- townhall/protocols/: one adapter per wire protocol (native SSE, JSON, ChatKit)
+- townhall/protocols/: one adapter per wire protocol (native SSE, JSON, ChatKit, and the front ends)
 - townhall/records/, townhall/sessions/, townhall/db/: where reports and conversations live
 """
 

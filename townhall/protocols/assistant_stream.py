@@ -24,13 +24,10 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator
-from contextlib import aclosing
 from typing import Any
 
 from sse_starlette import ServerSentEvent
 
-from townhall.protocols.sse import Pacer
 from townhall.turns.events import (
     AgentChanged,
     Failed,
@@ -40,7 +37,6 @@ from townhall.turns.events import (
     ToolResult,
     TurnEvent,
 )
-from townhall.turns.pipeline import OpenTurn
 
 
 class BlankLine(ServerSentEvent):
@@ -61,7 +57,8 @@ def _json_text(value: Any) -> str:
 
 
 class RunWriter:
-    """One run's events, from the turn's: keeps the open message and step, and their ids."""
+    """One run's events, from the turn's: keeps the open message and step, and their ids.
+    (`RunWriter(thread_id)` is the FrameWriter of protocols.sse.written.)"""
 
     def __init__(self, thread_id: str) -> None:
         self.thread_id = thread_id
@@ -86,8 +83,11 @@ class RunWriter:
             **extra,
         }
 
-    def start(self) -> bytes:
-        return _line("thread.run.created", self._run("queued"))
+    def start(self) -> list[bytes]:
+        return [_line("thread.run.created", self._run("queued"))]
+
+    def end(self) -> list[bytes]:
+        return []
 
     def render(self, event: TurnEvent) -> list[bytes]:
         if isinstance(event, TextDelta):
@@ -229,19 +229,3 @@ class RunWriter:
         self._step_id, self._calls, self._outputs = None, [], {}
         self._sent = self._created = 0
         return [done]
-
-
-async def assistant_stream(turn: OpenTurn) -> AsyncIterator[bytes]:
-    """The turn as an Assistants run stream (NDJSON); its thread is the conversation."""
-    writer = RunWriter(turn.session_id)
-    pacer = Pacer()
-    try:
-        yield writer.start()
-        async with aclosing(turn.events):
-            async for event in turn.events:
-                turn.observe(event)
-                for line in writer.render(event):
-                    yield line
-                    await pacer.sent(len(line))
-    finally:
-        await turn.release()

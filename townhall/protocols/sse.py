@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing
 from dataclasses import fields
 from json.encoder import encode_basestring  # what json.dumps uses with ensure_ascii=False
-from typing import Any
+from typing import Any, Protocol
 
 from sse_starlette import EventSourceResponse
 from starlette.types import Message, Send
@@ -114,6 +114,35 @@ class SSEResponse(EventSourceResponse):
 # turn would run to its end (pulling the whole answer) before sse-starlette's disconnect watcher
 # gets to cancel it. A long frame is also let out in pieces with other requests in between.
 YIELD_EVERY_BYTES = 64 * 1024
+
+
+class FrameWriter(Protocol):
+    """A front end's format: the frames for a turn's start, each of its events, and its end."""
+
+    def start(self) -> list[bytes]: ...
+
+    def render(self, event: TurnEvent) -> list[bytes]: ...
+
+    def end(self) -> list[bytes]: ...
+
+
+async def written(turn: OpenTurn, writer: FrameWriter) -> AsyncIterator[bytes]:
+    """The turn as `writer` writes it; the turn is given back however the body ends (closing
+    the events first cancels the run, as in sse_body)."""
+    pacer = Pacer()
+    try:
+        for frame in writer.start():
+            yield frame
+        async with aclosing(turn.events):
+            async for event in turn.events:
+                turn.observe(event)
+                for frame in writer.render(event):
+                    yield frame
+                    await pacer.sent(len(frame))
+        for frame in writer.end():
+            yield frame
+    finally:
+        await turn.release()
 
 
 class Pacer:

@@ -10,26 +10,24 @@ would print).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import aclosing
-
 from townhall.errors import error_body
-from townhall.protocols.sse import Pacer, encode_event, encode_text
-from townhall.turns.events import Failed, TextDelta
-from townhall.turns.pipeline import OpenTurn
+from townhall.protocols.sse import encode_event, encode_text
+from townhall.turns.events import Failed, TextDelta, TurnEvent
 
 
-async def text_lines(turn: OpenTurn) -> AsyncIterator[bytes]:
-    pacer = Pacer()
-    try:
-        async with aclosing(turn.events):
-            async for event in turn.events:
-                turn.observe(event)
-                if isinstance(event, TextDelta):
-                    if chunk := encode_text(event.text):
-                        yield chunk
-                        await pacer.sent(len(chunk))
-                elif isinstance(event, Failed):
-                    yield encode_event("error", error_body(event.code, event.message))
-    finally:
-        await turn.release()
+class TextLines:
+    """The FrameWriter of protocols.sse.written for this format."""
+
+    def start(self) -> list[bytes]:
+        return []
+
+    def render(self, event: TurnEvent) -> list[bytes]:
+        if isinstance(event, TextDelta):
+            chunk = encode_text(event.text)
+            return [chunk] if chunk else []
+        if isinstance(event, Failed):
+            return [encode_event("error", error_body(event.code, event.message))]
+        return []
+
+    def end(self) -> list[bytes]:
+        return []

@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import AsyncIterator
-from contextlib import aclosing
 from typing import Any
 
-from townhall.protocols.sse import DONE_FRAME, Pacer
+from townhall.protocols.sse import DONE_FRAME
 from townhall.turns.events import (
     AgentChanged,
     Failed,
@@ -32,7 +30,6 @@ from townhall.turns.events import (
     ToolResult,
     TurnEvent,
 )
-from townhall.turns.pipeline import OpenTurn
 
 HEADERS = {"x-vercel-ai-ui-message-stream": "v1", "X-Accel-Buffering": "no"}
 
@@ -53,8 +50,11 @@ class MessageWriter:
         self._answered: set[str] = set()
         self._parts = 0
 
-    def start(self) -> bytes:
-        return chunk(type="start", messageId=self.message_id)
+    def start(self) -> list[bytes]:
+        return [chunk(type="start", messageId=self.message_id)]
+
+    def end(self) -> list[bytes]:
+        return [DONE_FRAME]
 
     def render(self, event: TurnEvent) -> list[bytes]:
         if isinstance(event, TextDelta):
@@ -133,19 +133,3 @@ class MessageWriter:
             return []
         text_id, self._text_id = self._text_id, None
         return [chunk(type="text-end", id=text_id)]
-
-
-async def ui_message_stream(turn: OpenTurn) -> AsyncIterator[bytes]:
-    writer = MessageWriter()
-    pacer = Pacer()
-    try:
-        yield writer.start()
-        async with aclosing(turn.events):
-            async for event in turn.events:
-                turn.observe(event)
-                for sent in writer.render(event):
-                    yield sent
-                    await pacer.sent(len(sent))
-        yield DONE_FRAME
-    finally:
-        await turn.release()

@@ -16,7 +16,8 @@ from townhall.http.openapi import TURN_ERRORS
 from townhall.http.schemas import SESSION_ID_PATTERN, SESSION_ID_RULE, matching, not_blank
 from townhall.http.services import CallerDep, ServicesDep
 from townhall.http.turn_request import event_stream, new_session_id, open_turn
-from townhall.protocols.assistant_stream import BlankLine, assistant_stream
+from townhall.protocols.assistant_stream import BlankLine, RunWriter
+from townhall.protocols.sse import written
 
 NDJSON = "application/x-ndjson"
 STREAM_DESCRIPTION = (
@@ -77,7 +78,7 @@ async def chat_stream(
     return event_stream(
         services,
         turn,
-        assistant_stream(turn),
+        written(turn, RunWriter(thread_id)),
         {"X-Thread-Id": thread_id},
         media_type=NDJSON,
         keep_alive=BlankLine,

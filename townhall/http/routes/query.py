@@ -15,7 +15,8 @@ from townhall.http.schemas import SESSION_ID_PATTERN, SESSION_ID_RULE, matching,
 from townhall.http.services import CallerDep, Services, ServicesDep
 from townhall.http.turn_request import event_stream, new_session_id, open_turn
 from townhall.protocols.json_reply import ClientGone, collect, failure_response
-from townhall.protocols.text_lines import text_lines
+from townhall.protocols.sse import written
+from townhall.protocols.text_lines import TextLines
 from townhall.turns.pipeline import OpenTurn
 
 STREAM_DESCRIPTION = (
@@ -109,4 +110,4 @@ async def query_stream(
 ) -> Any:
     """Ask; the answer's text streams back as `data: <chunk>` lines (see the 200 response)."""
     turn = await _open(body, request, services, caller)
-    return event_stream(services, turn, text_lines(turn))
+    return event_stream(services, turn, written(turn, TextLines()))

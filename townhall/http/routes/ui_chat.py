@@ -17,7 +17,8 @@ from townhall.http.openapi import TURN_ERRORS
 from townhall.http.schemas import SESSION_ID_PATTERN, SESSION_ID_RULE, matching
 from townhall.http.services import CallerDep, ServicesDep
 from townhall.http.turn_request import event_stream, open_turn
-from townhall.protocols.ui_message_stream import HEADERS, ui_message_stream
+from townhall.protocols.sse import written
+from townhall.protocols.ui_message_stream import HEADERS, MessageWriter
 
 STREAM_DESCRIPTION = (
     "The AI SDK's UI message stream (header `x-vercel-ai-ui-message-stream: v1`): SSE, one JSON "
@@ -110,4 +111,4 @@ async def ui_chat(
     """useChat's request; the answer streams back as the AI SDK's UI message stream."""
     message = last_user_text(body.messages)
     turn = await open_turn(request, services, caller, session_id=body.id, message=message)
-    return event_stream(services, turn, ui_message_stream(turn), HEADERS)
+    return event_stream(services, turn, written(turn, MessageWriter()), HEADERS)
