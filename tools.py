@@ -82,7 +82,8 @@ def progress_line(call: ToolCall) -> str | None:
         if isinstance(reference, str) and reference.strip():
             return f"Looking up {_normal_reference(reference)}…"
         return "Looking up your report…"
-    return None
+    # Another tool (an MCP server's): its name, so the widget shows that something runs.
+    return f"Using {call.name}…" if call.name else None
 
 
 def _normal_reference(reference: str) -> str:

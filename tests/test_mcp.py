@@ -173,6 +173,7 @@ async def test_a_widget_from_an_mcp_tool_is_shown_as_a_widget_in_chatkit(
     widgets = [
         e.item.widget for e in of_type(events, "thread.item.done") if e.item.type == "widget"
     ]
+    assert [p.text for p in of_type(events, "progress_update")] == ["Using ward_card…"]
     assert len(widgets) == 1
     card = widgets[0].model_dump(exclude_none=True)
     assert card["type"] == "Card"

@@ -188,13 +188,24 @@ async def test_a_turn_longer_than_the_ttl_keeps_its_session_and_owner(make_store
     assert [item["content"] for item in items] == ["a long question", "a long answer"]
 
 
+@pytest.mark.parametrize("kind", ["redis", "sqlite", "postgresql"])  # memory keeps no old data
 async def test_a_conversation_stored_without_an_instance_id_gets_one_and_keeps_it(
-    make_store: Any,
+    kind: str, tmp_path: Path
 ) -> None:
     """Conversations saved before instances were recorded (an older server's data)."""
-    store = await make_store()
-    if store.backend == "memory":
-        pytest.skip("the memory store keeps nothing from an older server")
+    async with session_settings(kind, tmp_path) as chosen:
+        settings = make_settings(**chosen)
+        store = choose_session_store(
+            settings, SessionRegistry(settings.max_sessions, settings.session_ttl_seconds)
+        )
+        await store.open()
+        try:
+            await _an_old_conversation_gets_an_instance_id(store)
+        finally:
+            await store.close()
+
+
+async def _an_old_conversation_gets_an_instance_id(store: Any) -> None:
     await store.end_turn(await store.begin_turn("old", owner="key-a"), completed=True)
     if store.backend == "redis":
         await store.redis.hdel(store._key("meta", "old"), "conversation_id")
