@@ -170,7 +170,8 @@ async def read_lines(
 
 async def test_every_front_end_stream_ends_cleanly_on_sigterm(tmp_path: Path) -> None:
     """Streamlit's stream, the Assistants run stream and useChat's stream each end with their
-    own failure, saying the server restarts, and the process exits 0."""
+    own failure, saying the server restarts, `/query` answers 503 with it, and the process exits
+    0."""
     fake = FakeOpenAI(tokens=400, delay=0.05)
     ui_message = {"id": "m1", "role": "user", "parts": [{"type": "text", "text": "a story"}]}
     bodies = {
@@ -186,11 +187,18 @@ async def test_every_front_end_stream_ends_cleanly_on_sigterm(tmp_path: Path) ->
                     path: asyncio.create_task(read_lines(client, path, body, started[path]))
                     for path, body in bodies.items()
                 }
+                whole = asyncio.create_task(
+                    client.post("/query", json={"prompt": "a story", "session_id": "fe-whole"})
+                )
                 await asyncio.wait_for(asyncio.gather(*(s.wait() for s in started.values())), 30)
                 server.process.send_signal(signal.SIGTERM)
                 ended = await asyncio.wait_for(asyncio.gather(*streams.values()), 30)
+                answered = await asyncio.wait_for(whole, 30)
             code = await wait_exit(server)
     query, assistant, ui = ended
+    # The whole-answer request: our JSON error, 503, saying the server restarts.
+    assert answered.status_code == 503
+    assert answered.json()["error"]["code"] == "server_restarting"
     assert query[-2:] == [
         "event: error",
         'data: {"error":{"code":"server_restarting","message":"The server restarted before the'
