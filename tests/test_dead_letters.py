@@ -110,11 +110,13 @@ async def test_a_refused_record_becomes_a_dead_letter_and_is_retried_after_a_fix
                 listed = await client.get("/admin/dead-letters", headers=ADMIN)
                 refused = await client.get("/admin/dead-letters", headers=RESIDENT)
                 unknown = await client.post("/admin/dead-letters/INC-222222/retry", headers=ADMIN)
+                # A resident's key is refused before its parameters are even looked at.
+                probing = await client.post("/admin/dead-letters/not-a-ref/retry", headers=RESIDENT)
                 await conn.execute("ALTER TABLE incidents DROP CONSTRAINT no_closed_roads")
-                retried = await client.post(
-                    f"/admin/dead-letters/{listed.json()['dead_letters'][0]['reference']}/retry",
-                    headers=ADMIN,
-                )
+                typed = listed.json()["dead_letters"][0][
+                    "reference"
+                ].lower()  # as a person types it
+                retried = await client.post(f"/admin/dead-letters/{typed}/retry", headers=ADMIN)
                 healed = await wait_for_health(
                     client,
                     lambda b: (
@@ -136,7 +138,8 @@ async def test_a_refused_record_becomes_a_dead_letter_and_is_retried_after_a_fix
     assert letter["record"]["location"] == "Closed Road 1"
     assert refused.status_code == 403 and refused.json()["error"]["code"] == "admin_only"
     assert unknown.status_code == 404
-    assert retried.status_code == 202
+    assert probing.status_code == 403 and probing.json()["error"]["code"] == "admin_only"
+    assert retried.status_code == 202 and retried.json()["reference"] == letter["reference"]
     assert [tuple(r) for r in rows] == [(letter["reference"], "Closed Road 1")]
     assert healed["status"] == "healthy"
     # Expected faults are one line each, no traceback; the dead letter is one ERROR line.

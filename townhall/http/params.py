@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Path, Query
-from pydantic import AfterValidator
+from pydantic import AfterValidator, BeforeValidator
 
 from townhall.http.schemas import SESSION_ID_PATTERN, SESSION_ID_RULE, matching
 
@@ -33,11 +33,19 @@ OwnerQuery = Annotated[
     ),
     AfterValidator(matching(OWNER_PATTERN, OWNER_RULE)),
 ]
+
+
+def _as_filed(reference: str) -> str:
+    """A reference as residents type it ("inc-7k2qf9") in the form it is filed under."""
+    return "".join(reference.split()).upper()
+
+
 ReferencePath = Annotated[
     str,
     Path(
-        description=f"The record's reference ({REFERENCE_RULE}).",
+        description=f"The record's reference ({REFERENCE_RULE}; lower case is taken too).",
         json_schema_extra={"pattern": REFERENCE_PATTERN},
     ),
+    BeforeValidator(_as_filed),
     AfterValidator(matching(REFERENCE_PATTERN, REFERENCE_RULE)),
 ]

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
 from townhall.errors import AdminOnlyError, DeadLetterNotFoundError
-from townhall.http.auth import Principal
 from townhall.http.params import ReferencePath
 from townhall.http.schemas import (
     DeadLetterInfo,
@@ -18,7 +17,9 @@ from townhall.http.services import CallerDep, ServicesDep
 
 
 def router() -> APIRouter:
-    routes = APIRouter(tags=["admin"])
+    # The admin check is a dependency, so it comes before the parameters are validated: a
+    # resident's key gets 403 for every admin route, never 422 for a malformed reference.
+    routes = APIRouter(tags=["admin"], dependencies=[Depends(require_admin)])
     routes.add_api_route(
         "/admin/dead-letters",
         list_dead_letters,
@@ -39,16 +40,15 @@ def router() -> APIRouter:
     return routes
 
 
-def _require_admin(caller: Principal) -> None:
+def require_admin(caller: CallerDep) -> None:
     # The admin key itself: a server without keys has no admin (dead letters hold personal data).
     if not caller.admin_key:
         raise AdminOnlyError()
 
 
-async def list_dead_letters(services: ServicesDep, caller: CallerDep) -> DeadLetterList:
+async def list_dead_letters(services: ServicesDep) -> DeadLetterList:
     """Records the store refused for good (invalid data, a constraint), set aside after a few
     attempts. Admin key only."""
-    _require_admin(caller)
     letters = [
         DeadLetterInfo(
             reference=letter.record.reference,
@@ -67,11 +67,9 @@ async def list_dead_letters(services: ServicesDep, caller: CallerDep) -> DeadLet
 async def retry_dead_letter(
     reference: ReferencePath,
     services: ServicesDep,
-    caller: CallerDep,
 ) -> DeadLetterRetried:
     """Queue a dead letter again once its cause is fixed; the background sync tries it at once
     (and sets it aside again if the store still refuses it). Admin key only."""
-    _require_admin(caller)
     if not await services.desk.retry_dead_letter(reference):
         raise DeadLetterNotFoundError(reference)
     return DeadLetterRetried(reference=reference, queued=True)
