@@ -46,11 +46,21 @@ RENEW = (
 # check its owner (ARGV[3] "1": ARGV[4] must be it; else it reads as not found, and the lock
 # goes), touch it (last active ARGV[5], meta expiring ARGV[6] s from now, the index), give one
 # made before instances were recorded its instance id (ARGV[8]), and answer its owner,
-# instance and history. A conversation nobody has made answers "new" and the index's size.
+# instance and history. A conversation nobody has made is made here, owned by ARGV[10], with
+# instance ARGV[8], while fewer than ARGV[9] (MAX_SESSIONS) are kept; at the limit it answers
+# "new" and the index's size, and the caller evicts before it makes it.
 BEGIN = """
 if not redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {'busy'} end
 local raw = redis.call('hgetall', KEYS[2])
-if #raw == 0 then return {'new', redis.call('zcard', KEYS[3])} end
+if #raw == 0 then
+    local held = redis.call('zcard', KEYS[3])
+    if held >= tonumber(ARGV[9]) then return {'new', held} end
+    redis.call('hset', KEYS[2], 'owner', ARGV[10], 'created_at', ARGV[5], 'turns', '0',
+        'conversation_id', ARGV[8], 'last_active', ARGV[5])
+    redis.call('expire', KEYS[2], ARGV[6])
+    redis.call('zadd', KEYS[3], ARGV[5], ARGV[7])
+    return {'ok', ARGV[10], ARGV[8], redis.call('lrange', KEYS[4], 0, -1)}
+end
 local meta = {}
 for i = 1, #raw, 2 do meta[raw[i]] = raw[i + 1] end
 local owner = meta['owner'] or ''
@@ -119,8 +129,8 @@ class RedisSessionStore:
         token = secrets.token_hex(16)
         lock = self._key("lock", session_id)
         history = self._history_of(session_id)
-        # One round trip for a conversation that exists: the lock, the owner check, the touch
-        # and the history the turn reads first.
+        # One round trip, for a conversation that exists (the lock, the owner check, the touch
+        # and the history the turn reads first) and for a new one while there is room.
         reply = await self._begin(
             keys=[lock, self._key("meta", session_id), self._index, history._messages_key],
             args=[
@@ -132,6 +142,8 @@ class RedisSessionStore:
                 self.ttl,
                 session_id,
                 new_conversation_id(),
+                self.max_sessions,
+                creator or owner or "",
             ],
         )
         if reply[0] == "busy":
