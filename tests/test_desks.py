@@ -8,8 +8,10 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
+from typing import Any
 
 import httpx
+import pytest
 from agents.testing import ModelCall, ScriptedModel, assistant_message, function_call
 
 from agents_def import FEEDBACK_DESK_NAME, INCIDENT_DESK_NAME, TRIAGE_NAME
@@ -44,6 +46,11 @@ LOCKERS = {
     "location": "Ginza station",
     "name": None,
 }
+
+
+def _tool_name(tool: dict[str, Any]) -> str:
+    """A tool's name in a request body: Responses (`name`) or Chat Completions (`function`)."""
+    return str(tool.get("name") or tool["function"]["name"])
 
 
 def rows(table: str) -> int:
@@ -222,15 +229,17 @@ async def test_echo_mode_answers_at_triage_and_never_hands_off() -> None:
     assert kinds(frames) == ["session", "message", "done", "message"]
 
 
-async def test_a_handoff_over_the_responses_http_path() -> None:
-    """The same handoff with the real OpenAI client and our Responses decoder, against the
-    fake OpenAI-compatible server (it hands a `REPORT:` message to the desk, which files it)."""
+@pytest.mark.parametrize("api", ["responses", "chat_completions"])
+async def test_a_handoff_over_each_http_model_path(api: str) -> None:
+    """The same handoff with the real OpenAI client and our decoders for each wire API, against
+    the fake OpenAI-compatible server (it hands a `REPORT:` message to the desk, which files
+    it)."""
     fake = FakeOpenAI(tokens=3)
     async with live_server(fake) as upstream:  # type: ignore[arg-type]
         settings = make_settings(
             openai_api_key="sk-fake",
             openai_base_url=f"{upstream}/v1",
-            openai_api="responses",
+            openai_api=api,
             model="fake",
         )
         async with asgi_client(create_app(settings)) as client:
@@ -246,7 +255,7 @@ async def test_a_handoff_over_the_responses_http_path() -> None:
     ]
     assert named(frames, "agent") == [{"name": INCIDENT_DESK_NAME}]
     assert named(frames, "tool_result")[0]["output"]["reference"].startswith("INC-")
-    offered = [sorted(t["name"] for t in request["tools"]) for request in fake.requests]
+    offered = [sorted(_tool_name(t) for t in request["tools"]) for request in fake.requests]
     assert offered == [
         sorted(["check_report_status", TO_INCIDENT_DESK, TO_FEEDBACK_DESK]),
         sorted(["report_incident", "check_report_status", BACK_TO_TRIAGE]),

@@ -95,10 +95,13 @@ class FakeOpenAI:
             return
         words = _answer_words(request, responses, self.tokens)
         stream: ResponsesStream | ChatStream
-        tool = _report_step(request) if responses else None
+        tool = _report_step(request, responses)
         if tool is not None:
-            arguments = _report_arguments(request) if tool == "report_incident" else {}
-            stream = ToolCallStream(words, next(self._ids), tool, arguments)
+            arguments = _report_arguments(request, responses) if tool == "report_incident" else {}
+            if responses:
+                stream = ToolCallStream(words, next(self._ids), tool, arguments)
+            else:
+                stream = ChatToolCallStream(next(self._ids), tool, arguments)
         elif responses:
             stream = ResponsesStream(words, next(self._ids))
         else:
@@ -294,24 +297,32 @@ class ResponsesStream:
         return self._first_token <= index < self._after_tokens
 
 
-def _report_step(request: dict[str, Any]) -> str | None:
+def _report_step(request: dict[str, Any], responses: bool = True) -> str | None:
     """The tool the fake calls for a last user message starting `REPORT:`: `report_incident`
     once it is offered (at the Incident desk), and before that the handoff to the desk; None
-    when the message is no report or the tool has been called since it."""
-    items = request.get("input")
+    when the message is no report or the tool has been called since it. (Responses `input`
+    items or Chat Completions `messages`.)"""
+    items = request.get("input") if responses else request.get("messages")
     if not isinstance(items, list):
         return None
     users = [
         i for i, item in enumerate(items) if isinstance(item, dict) and item.get("role") == "user"
     ]
-    if not users or not str(items[users[-1]].get("content", "")).startswith("REPORT:"):
+    if not users or not str(_content_text(items[users[-1]].get("content"))).startswith("REPORT:"):
         return None
-    called = {
-        item.get("name")
-        for item in items[users[-1] :]
-        if isinstance(item, dict) and item.get("type") == "function_call"
+    called = set()
+    for item in items[users[-1] :]:
+        if not isinstance(item, dict):
+            continue
+        if item.get("type") == "function_call":
+            called.add(item.get("name"))
+        for call in item.get("tool_calls") or []:  # Chat Completions
+            called.add((call.get("function") or {}).get("name"))
+    offered = {
+        tool.get("name") or (tool.get("function") or {}).get("name")
+        for tool in request.get("tools") or []
+        if isinstance(tool, dict)
     }
-    offered = {tool.get("name") for tool in request.get("tools") or [] if isinstance(tool, dict)}
     if "report_incident" in offered:
         return None if "report_incident" in called else "report_incident"
     if "transfer_to_incident_desk" in offered and not called:
@@ -319,8 +330,14 @@ def _report_step(request: dict[str, Any]) -> str | None:
     return None
 
 
-def _report_arguments(request: dict[str, Any]) -> dict[str, Any]:
-    text = _user_texts(request, True)[-1].removeprefix("REPORT:").strip() or "something"
+def _content_text(content: Any) -> str:
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return str(content or "")
+
+
+def _report_arguments(request: dict[str, Any], responses: bool = True) -> dict[str, Any]:
+    text = _user_texts(request, responses)[-1].removeprefix("REPORT:").strip() or "something"
     return {
         "category": "pothole",
         "description": f"Pothole reported: {text}",
@@ -411,6 +428,31 @@ class ChatStream:
 
     def is_token(self, index: int) -> bool:
         return 1 <= index <= len(self.words)
+
+
+class ChatToolCallStream(ChatStream):
+    """Chat Completions chunks that call the tool `name` (the call, then its arguments)."""
+
+    def __init__(self, n: int, name: str, arguments: dict[str, Any]) -> None:
+        super().__init__([])
+        self.call = {"index": 0, "id": f"call_fake_{n}", "type": "function"}
+        self.name = name
+        self.arguments = json.dumps(arguments, separators=(",", ":"))
+
+    def chunks(self) -> list[bytes]:
+        usage = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+        return [
+            self.head(),
+            self._chunk(
+                {"tool_calls": [self.call | {"function": {"name": self.name, "arguments": ""}}]}
+            ),
+            self._chunk({"tool_calls": [{"index": 0, "function": {"arguments": self.arguments}}]}),
+            self._chunk({}, "tool_calls", usage),
+            b"data: [DONE]\n\n",
+        ]
+
+    def is_token(self, index: int) -> bool:
+        return False
 
 
 async def _watch_disconnect(receive: Receive, gone: asyncio.Event) -> None:
