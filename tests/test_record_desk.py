@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from contextlib import closing
 from dataclasses import dataclass
@@ -188,6 +189,40 @@ async def test_the_background_sync_delivers_once_the_store_is_back(tmp_path: Pat
         assert await record_desk.outbox.depth() == 0
     finally:
         await record_desk.close()
+
+
+class StubbornStore(SQLiteRecordStore):
+    """A store whose every write fails at once, and turns a cancel into that failure: what
+    asyncio.wait_for on 3.11 does when the cancel meets the inner await's end (the sync loop
+    then never saw its cancel, and close() waited for it for ever)."""
+
+    async def insert_once(self, record: Incident) -> bool:  # type: ignore[override]
+        try:
+            await asyncio.sleep(0.05)  # nearly all of the loop's time is spent here
+        except asyncio.CancelledError:
+            pass
+        raise ConnectionResetError("the store hung up")
+
+
+async def test_close_ends_the_sync_loop_even_when_its_cancel_is_lost(tmp_path: Path) -> None:
+    store = StubbornStore(tmp_path / "records.db")
+    outbox = Outbox(tmp_path / "outbox.db")
+    record_desk = RecordDesk(store, outbox, retry_base=0.001, retry_max=0.001)
+    await record_desk.open()
+    record_desk.start_sync()
+    assert (await record_desk.file(pothole())).queued
+    await asyncio.sleep(0.05)  # the loop retries and fails, again and again
+    began = time.monotonic()
+    closing = asyncio.ensure_future(record_desk.close())
+    done, _ = await asyncio.wait({closing}, timeout=5)
+    assert done, "close() is still waiting for the sync loop"
+    assert time.monotonic() - began < 2
+    kept = Outbox(tmp_path / "outbox.db")
+    await kept.open()
+    try:
+        assert await kept.depth() == 1  # and the report is still queued for the next start
+    finally:
+        await kept.close()
 
 
 async def test_a_record_refused_for_good_becomes_a_dead_letter(desk: Desk, tmp_path: Path) -> None:

@@ -19,13 +19,15 @@ import logging
 import random
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from townhall.records.model import Record, Viewer, Visibility, new_reference, visibility
 from townhall.records.outbox import DeadLetter, Outbox
 from townhall.records.store import RecordStore, ReferenceTakenError
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +94,7 @@ class RecordDesk:
         self._same_report: dict[str, tuple[asyncio.Lock, int]] = {}
         self._wake = asyncio.Event()
         self._syncer: asyncio.Task[None] | None = None
+        self._closing = False
 
     async def open(self) -> None:
         await self.outbox.open()
@@ -104,6 +107,8 @@ class RecordDesk:
         """Wait up to `drain_timeout` for filings in flight, then stop syncing and close."""
         if self._in_flight:
             await asyncio.wait(set(self._in_flight), timeout=drain_timeout)
+        self._closing = True  # the loop ends even if a cancel below were lost
+        self._wake.set()
         if self._syncer is not None:
             self._syncer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -158,7 +163,7 @@ class RecordDesk:
         if queued != record.reference:  # the same report is already on its way
             return Filing(queued, queued=True, duplicate=True)
         try:
-            stored = await asyncio.wait_for(self.store.insert_once(record), self.write_timeout)
+            stored = await _within(self.write_timeout, self.store.insert_once(record))
         except ReferenceTakenError:
             raise
         except Exception as error:
@@ -173,7 +178,7 @@ class RecordDesk:
 
     async def _store_only(self, record: Record) -> Filing:
         try:
-            stored = await asyncio.wait_for(self.store.insert_once(record), self.write_timeout)
+            stored = await _within(self.write_timeout, self.store.insert_once(record))
         except ReferenceTakenError:
             raise
         except Exception as error:
@@ -222,7 +227,7 @@ class RecordDesk:
         if held is not None and (seen := visibility(held[0], viewer)) is not None:
             return Found(held[0], True, seen, set_aside=held[1])
         try:
-            stored = await asyncio.wait_for(self.store.get(reference), self.write_timeout)
+            stored = await _within(self.write_timeout, self.store.get(reference))
         except Exception as error:
             self._store_failed(error, f"could not look up {reference}")
             raise RecordsUnavailableError(reference) from error
@@ -238,7 +243,7 @@ class RecordDesk:
         for entry in await self.outbox.due(self._clock()):
             record = entry.record
             try:
-                await asyncio.wait_for(self.store.insert_once(record), self.write_timeout)
+                await _within(self.write_timeout, self.store.insert_once(record))
             except Exception as error:
                 await self._failed(record, entry.attempts + 1, error)
                 if is_permanent(error):
@@ -263,7 +268,7 @@ class RecordDesk:
         return revived
 
     async def _sync_forever(self) -> None:
-        while True:
+        while not self._closing:
             try:
                 await self.sync_once()
                 next_due = await self.outbox.next_due_at()
@@ -299,7 +304,7 @@ class RecordDesk:
     async def _ping_store(self) -> None:
         try:
             # Bounded on its own: a hanging store must not make /health hang with it.
-            await asyncio.wait_for(self.store.ping(), min(self.write_timeout, HEALTH_TIMEOUT))
+            await _within(min(self.write_timeout, HEALTH_TIMEOUT), self.store.ping())
         except Exception as error:
             self._store_failed(error, "health check could not reach the store")
         else:
@@ -356,3 +361,12 @@ def is_permanent(error: BaseException) -> bool:
     # upsert did not absorb); 408 and 429 are passing states.
     status = getattr(getattr(error, "response", None), "status_code", None)
     return isinstance(status, int) and 400 <= status < 500 and status not in (401, 403, 408, 429)
+
+
+async def _within(seconds: float, awaitable: Awaitable[T]) -> T:
+    """`awaitable`, bounded by `seconds` (TimeoutError). asyncio.timeout, not wait_for: on 3.11
+    wait_for swallows a cancel that arrives as its inner await completes, and the outbox sync
+    loop then ran on with close() waiting for it (a store refusing at once: seen in CI as a
+    shutdown that never ended)."""
+    async with asyncio.timeout(seconds):
+        return await awaitable
