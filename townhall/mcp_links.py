@@ -134,6 +134,7 @@ class MCPLink:
         self.earlier: list[MCPLink] = []  # the links listed before this one
         self._connected_before = False
         self._left_out: set[str] = set()  # tools already logged as left out
+        self._listed: list[MCPTool] | None = None  # the list `known` was made from
         self.server = LinkedServer(
             params={"url": url, "headers": headers, "timeout": timeout},
             name=self.name,
@@ -158,7 +159,11 @@ class MCPLink:
 
     def remember(self, tools: list[MCPTool]) -> None:
         """Keep the tools a model can be offered: a name the OpenAI APIs accept, an object
-        schema, each name once, none of ours (each left out is logged once)."""
+        schema, each name once, none of ours (each left out is logged once). Every model call
+        lists the tools; the SDK answers from its cache with the same list, checked once."""
+        if tools is self._listed:
+            return
+        self._listed = tools
         kept: dict[str, MCPTool] = {}
         for tool in tools:
             problem = _unusable(tool, self.reserved)

@@ -83,6 +83,21 @@ TURN_ERRORS = error_responses(
     s409="The conversation is answering another message.",
 )
 
+
+def stream_responses(
+    description: str,
+    media_type: str,
+    schema: dict[str, Any],
+    headers: dict[str, Any] | None = None,
+) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` of a front end's streaming route: its stream, and the errors a turn
+    may be refused with before the stream starts."""
+    ok: dict[str, Any] = {"description": description, "content": {media_type: {"schema": schema}}}
+    if headers:
+        ok["headers"] = headers
+    return {200: ok, **TURN_ERRORS}
+
+
 CHAT_DOCS: dict[str, Any] = {
     "response_class": EventSourceResponse,
     "responses": {

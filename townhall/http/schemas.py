@@ -27,6 +27,18 @@ def matching(pattern: str, rule: str) -> Callable[[str | None], str | None]:
 
 
 _valid_session_id = matching(SESSION_ID_PATTERN, SESSION_ID_RULE)
+valid_session_label = _valid_session_id  # for the front ends' bodies (field_validator)
+
+
+def session_label_field(description: str, **extra: Any) -> Any:
+    """A request body's optional conversation label, documented with its pattern (pair it with
+    `field_validator(name)(valid_session_label)` for the plain error message)."""
+    return Field(
+        None,
+        json_schema_extra={"pattern": SESSION_ID_PATTERN, "minLength": 1, "maxLength": 128},
+        description=f"{description} ({SESSION_ID_RULE}); omitted: a new one.",
+        **extra,
+    )
 
 
 def not_blank(value: str) -> str:
@@ -46,12 +58,7 @@ class ChatRequest(BaseModel):
         # Documented for clients and schema-driven tests; the validator below gives the error.
         json_schema_extra={"pattern": r"\S"},
     )
-    session_id: str | None = Field(
-        None,
-        json_schema_extra={"pattern": SESSION_ID_PATTERN, "minLength": 1, "maxLength": 128},
-        description=f"Conversation to continue ({SESSION_ID_RULE}); omitted: a new one.",
-        examples=["test123"],
-    )
+    session_id: str | None = session_label_field("Conversation to continue", examples=["test123"])
     stream: bool = Field(True, description="false: one JSON reply instead of Server-Sent Events.")
 
     _message_not_blank = field_validator("message")(not_blank)

@@ -12,8 +12,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from townhall.http.openapi import TURN_ERRORS
-from townhall.http.schemas import SESSION_ID_PATTERN, SESSION_ID_RULE, matching, not_blank
+from townhall.http.openapi import stream_responses
+from townhall.http.schemas import not_blank, session_label_field, valid_session_label
 from townhall.http.services import CallerDep, ServicesDep
 from townhall.http.turn_request import event_stream, new_session_id, open_turn
 from townhall.protocols.assistant_stream import BlankLine, RunWriter
@@ -39,15 +39,12 @@ class AssistantMessage(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
     content: str = Field(min_length=1, description="What the resident wrote (not blank).")
-    thread_id: str | None = Field(
-        None,
-        alias="threadId",
-        json_schema_extra={"pattern": SESSION_ID_PATTERN, "minLength": 1, "maxLength": 128},
-        description=f"The thread (conversation) to continue ({SESSION_ID_RULE}); omitted: new.",
+    thread_id: str | None = session_label_field(
+        "The thread (conversation) to continue", alias="threadId"
     )
 
     _content_not_blank = field_validator("content")(not_blank)
-    _valid_thread = field_validator("thread_id")(matching(SESSION_ID_PATTERN, SESSION_ID_RULE))
+    _valid_thread = field_validator("thread_id")(valid_session_label)
 
 
 def router() -> APIRouter:
@@ -57,14 +54,12 @@ def router() -> APIRouter:
         chat_stream,
         methods=["POST"],
         response_class=JSONResponse,
-        responses={
-            200: {
-                "description": STREAM_DESCRIPTION,
-                "content": {NDJSON: {"schema": {"type": "string"}}},
-                "headers": {"X-Thread-Id": {"schema": {"type": "string"}}},
-            },
-            **TURN_ERRORS,
-        },
+        responses=stream_responses(
+            STREAM_DESCRIPTION,
+            NDJSON,
+            {"type": "string"},
+            headers={"X-Thread-Id": {"schema": {"type": "string"}}},
+        ),
     )
     return routes
 

@@ -10,8 +10,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, field_validator
 
-from townhall.http.openapi import TURN_ERRORS
-from townhall.http.schemas import SESSION_ID_PATTERN, SESSION_ID_RULE, matching, not_blank
+from townhall.http.openapi import TURN_ERRORS, stream_responses
+from townhall.http.schemas import not_blank, session_label_field, valid_session_label
 from townhall.http.services import CallerDep, Services, ServicesDep
 from townhall.http.turn_request import event_stream, new_session_id, open_turn
 from townhall.protocols.json_reply import ClientGone, collect, failure_response
@@ -43,14 +43,10 @@ class QueryRequest(BaseModel):
     """A resident's question. Unknown fields are ignored."""
 
     prompt: str = Field(min_length=1, description="What the resident asked (not blank).")
-    session_id: str | None = Field(
-        None,
-        json_schema_extra={"pattern": SESSION_ID_PATTERN, "minLength": 1, "maxLength": 128},
-        description=f"Conversation to continue ({SESSION_ID_RULE}); omitted: a new one.",
-    )
+    session_id: str | None = session_label_field("Conversation to continue")
 
     _prompt_not_blank = field_validator("prompt")(not_blank)
-    _valid_session = field_validator("session_id")(matching(SESSION_ID_PATTERN, SESSION_ID_RULE))
+    _valid_session = field_validator("session_id")(valid_session_label)
 
 
 class QueryAnswer(BaseModel):
@@ -69,13 +65,7 @@ def router() -> APIRouter:
         query_stream,
         methods=["POST"],
         response_class=JSONResponse,
-        responses={
-            200: {
-                "description": STREAM_DESCRIPTION,
-                "content": {"text/event-stream": {"schema": TEXT_EVENT}},
-            },
-            **TURN_ERRORS,
-        },
+        responses=stream_responses(STREAM_DESCRIPTION, "text/event-stream", TEXT_EVENT),
     )
     return routes
 

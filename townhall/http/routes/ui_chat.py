@@ -13,8 +13,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
-from townhall.http.openapi import TURN_ERRORS
-from townhall.http.schemas import SESSION_ID_PATTERN, SESSION_ID_RULE, matching
+from townhall.http.openapi import stream_responses
+from townhall.http.schemas import SESSION_ID_PATTERN, SESSION_ID_RULE, valid_session_label
 from townhall.http.services import CallerDep, ServicesDep
 from townhall.http.turn_request import event_stream, open_turn
 from townhall.protocols.sse import written
@@ -69,7 +69,7 @@ class UIChatRequest(BaseModel):
     trigger: Literal["submit-message", "regenerate-message"] = "submit-message"
     message_id: str | None = Field(None, alias="messageId")
 
-    _valid_id = field_validator("id")(matching(SESSION_ID_PATTERN, SESSION_ID_RULE))
+    _valid_id = field_validator("id")(valid_session_label)
 
     @field_validator("messages")
     @classmethod
@@ -94,13 +94,7 @@ def router() -> APIRouter:
         ui_chat,
         methods=["POST"],
         response_class=JSONResponse,
-        responses={
-            200: {
-                "description": STREAM_DESCRIPTION,
-                "content": {"text/event-stream": {"schema": CHUNK_EVENT}},
-            },
-            **TURN_ERRORS,
-        },
+        responses=stream_responses(STREAM_DESCRIPTION, "text/event-stream", CHUNK_EVENT),
     )
     return routes
 
