@@ -28,7 +28,16 @@ from townhall.http.lifespan import lifespan
 from townhall.http.middleware import BodyLimitMiddleware, RequestLogMiddleware
 from townhall.http.openapi import with_limits
 from townhall.http.origin_check import OriginCheckMiddleware
-from townhall.http.routes import admin, assistant, chat, info, query, sessions, ui_chat
+from townhall.http.routes import (
+    admin,
+    assistant,
+    chat,
+    info,
+    query,
+    resume,
+    sessions,
+    ui_chat,
+)
 from townhall.http.send_buffer import TownHallApp
 from townhall.http.services import build_services
 from townhall.logs import configure_logging
@@ -83,6 +92,7 @@ def create_app(
         query.router(),
         assistant.router(),
         ui_chat.router(),
+        resume.router(),
     ):
         app.include_router(routes)
     app.include_router(chatkit_router())

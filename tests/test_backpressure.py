@@ -16,6 +16,7 @@ import pytest
 
 from tests.support.app import live_server, wait_for
 from tests.support.fake_openai import FakeOpenAI
+from tests.support.frames import without_ids
 from tests.support.processes import clean_env, server_processes
 
 WORD = "w" * 2000  # the fake answers with the message's words: big chunks, few of them
@@ -151,7 +152,7 @@ async def test_max_answer_chars_ends_a_runaway_answer(tmp_path: Path, api: str) 
                 after = await client.post(
                     "/chat", json={"message": "short now", "session_id": "big"}
                 )
-    blocks = response.text.split("\n\n")
+    blocks = without_ids(response.text).split("\n\n")
     errors = [json.loads(b.split("data: ", 1)[1]) for b in blocks if b.startswith("event: error")]
     assert [e["code"] for e in errors] == ["answer_too_long"]
     assert response.text.endswith("data: [DONE]\n\n")

@@ -15,7 +15,7 @@ from agents.testing import ModelStep, ScriptedModel, assistant_message, function
 
 from api import create_app
 from tests.support.app import asgi_client, live_server, make_settings, wait_for
-from tests.support.frames import named, read_frames, text_of
+from tests.support.frames import named, read_frames, text_of, without_ids
 from tests.support.model_streams import SlowStream
 from townhall.context import AppContext
 
@@ -216,7 +216,7 @@ async def test_failure_that_is_not_retried_becomes_a_resident_message() -> None:
     model = ScriptedModel([error])
     async with asgi_client(scripted_app(model, model_max_retries=0)) as client:
         response = await client.post("/chat", json={"message": "hi", "session_id": "rl1"})
-    frames = response.text.split("\n\n")
+    frames = without_ids(response.text).split("\n\n")
     assert frames[-3].startswith("event: error")
     assert '"code":"model_rate_limited"' in frames[-3]
     assert frames[-2] == "data: [DONE]"

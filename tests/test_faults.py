@@ -15,6 +15,7 @@ import pytest
 from api import create_app
 from tests.support.app import asgi_client, live_server, wait_for
 from tests.support.fake_openai import FakeOpenAI
+from tests.support.frames import without_ids
 from tests.support.upstream import Upstream, serve_upstream
 
 APIS = ["responses", "chat_completions"]
@@ -38,7 +39,9 @@ async def chat(client: httpx.AsyncClient, message: str = "hello there friend", *
 
 def reply_text(text: str) -> str:
     """The streamed reply: unnamed data frames (SSE strips one space after `data:`)."""
-    blocks = [b for b in text.split("\n\n") if b.startswith("data: ") and b != "data: [DONE]"]
+    blocks = [
+        b for b in without_ids(text).split("\n\n") if b.startswith("data: ") and b != "data: [DONE]"
+    ]
     return "".join(b.removeprefix("data: ") for b in blocks)
 
 
@@ -47,7 +50,7 @@ def error_codes(text: str) -> list[str]:
 
     return [
         json.loads(block.split("data: ", 1)[1])["code"]
-        for block in text.split("\n\n")
+        for block in without_ids(text).split("\n\n")
         if block.startswith("event: error")
     ]
 

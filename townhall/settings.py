@@ -68,6 +68,15 @@ class Settings(BaseModel):
     # write ahead of a slow reader. 0 leaves it to the kernel's autotuning (up to tcp_wmem's max).
     stream_send_buffer_bytes: int = Field(65_536, ge=0, le=64 * 1024 * 1024)
     gc_tuning: bool = True
+    # Resumable streams (turns/broadcast.py): a streamed turn's frames are kept for a client that
+    # reconnects (GET /sessions/{id}/stream); a turn whose client left runs on this long waiting
+    # for one; the frames are kept this long after the turn ended; at most this many characters
+    # of them per conversation (the oldest go first). RESUME_STREAMS=false: none of it, and a
+    # client that leaves cancels its turn at once.
+    resume_streams: bool = True
+    resume_grace_seconds: float = Field(15, ge=0, le=3600)
+    resume_retention_seconds: float = Field(300, gt=0, le=86_400)
+    resume_buffer_chars: int = Field(256_000, ge=1_000)
     sse_ping_seconds: float = Field(15, gt=0)
     shutdown_grace_seconds: float = Field(20, ge=0)
     database_url: str = "sqlite:///townhall.db"

@@ -27,6 +27,9 @@ def make_settings(**overrides: Any) -> Settings:
             "gc_tuning": False,
             # live_server's teardown ends turns at once, as after a grace run out.
             "shutdown_grace_seconds": 0,
+            # A client that leaves cancels its turn at once (no wait for a resume); the tests of
+            # resumable streams set their own grace.
+            "resume_grace_seconds": 0,
             **overrides,
         }
     )

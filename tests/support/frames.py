@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -47,3 +48,11 @@ def parse_sse(stream: bytes) -> list[tuple[str, str]]:
         if event is not None:
             events.append((event.event, event.data))
     return events
+
+
+_ID_LINE = re.compile(r"^id: [^\n]*\n", re.MULTILINE)
+
+
+def without_ids(text: str) -> str:
+    """An SSE body without its `id:` lines, for tests that read /chat's blocks as text."""
+    return _ID_LINE.sub("", text)

@@ -63,6 +63,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sweeper
+        await services.broadcaster.close()  # turns still running end as server_restarting
         await services.mcp.stop()
         # Filings in flight get a few seconds to land (or reach the outbox) before we close.
         await services.desk.close(drain_timeout=5.0)

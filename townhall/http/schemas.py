@@ -165,6 +165,7 @@ ERROR_MEANINGS: dict[int, str] = {
     403: "Only the admin key may do this, or a web page on an origin not in CORS_ORIGINS sent it.",
     404: "Not found (another key's is not found either).",
     409: "The conversation is answering another message.",
+    410: "That stream position is no longer kept; read the conversation instead.",
     413: "Body over 64 KiB.",
     415: "Content-Type is not application/json.",
     422: "A field, path or query parameter is missing or invalid; the message says which.",

@@ -21,9 +21,11 @@ from townhall.records.filing import RecordDesk
 from townhall.records.outbox import Outbox
 from townhall.records.store import RecordStore, choose_store
 from townhall.sessions.factory import choose_session_store
+from townhall.sessions.redis_frames import RedisFrameLogs
 from townhall.sessions.registry import Clock, SessionRegistry
 from townhall.sessions.store import SessionStore
 from townhall.settings import Settings, sqlite_path
+from townhall.turns.broadcast import Broadcaster, FrameLogs, MemoryFrameLogs
 from townhall.turns.capacity import TurnSlots
 from townhall.turns.drain import Drain
 from townhall.turns.model_choice import ModelChoice
@@ -49,6 +51,7 @@ class Services:
     rate_limiter: RateLimiter | None
     drain: Drain
     mcp: MCPLinks
+    broadcaster: Broadcaster
 
 
 def build_services(
@@ -107,6 +110,29 @@ def build_services(
         rate_limiter=rate_limiter,
         drain=drain,
         mcp=mcp or MCPLinks([]),
+        broadcaster=Broadcaster(
+            _frame_logs(settings, sessions),
+            grace_seconds=settings.resume_grace_seconds,
+            window_chars=settings.stream_read_ahead_chars,
+            enabled=settings.resume_streams,
+        ),
+    )
+
+
+def _frame_logs(settings: Settings, sessions: SessionStore) -> FrameLogs:
+    """Where streamed turns' frames are kept: with the conversations in Redis, so that any
+    worker can resume a stream; else in this process."""
+    memory = MemoryFrameLogs(
+        retention_seconds=settings.resume_retention_seconds, cap_chars=settings.resume_buffer_chars
+    )
+    redis = getattr(sessions, "redis", None)
+    if redis is None:
+        return memory
+    return RedisFrameLogs(
+        redis,
+        memory,
+        prefix=settings.redis_key_prefix,
+        running=sessions.turn_running,  # type: ignore[attr-defined]
     )
 
 

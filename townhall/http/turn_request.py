@@ -4,7 +4,7 @@ rate identity and request id, and the streaming response every SSE front end sha
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 from fastapi import Request
 from sse_starlette import ServerSentEvent
@@ -14,7 +14,8 @@ from townhall.http.auth import Principal
 from townhall.http.caller import rate_identity, session_key
 from townhall.http.services import Services
 from townhall.logs import current_request
-from townhall.protocols.sse import SSEResponse
+from townhall.protocols.sse import FrameWriter, SSEResponse, written
+from townhall.turns.broadcast import Reader
 from townhall.turns.pipeline import OpenTurn
 
 
@@ -49,22 +50,48 @@ async def open_turn(
 def event_stream(
     services: Services,
     turn: OpenTurn,
-    body: AsyncIterator[bytes],
+    writer: FrameWriter,
     headers: dict[str, str] | None = None,
     *,
     media_type: str = "text/event-stream",
     keep_alive: Callable[[], ServerSentEvent] | None = None,
+    ids: bool = False,
 ) -> SSEResponse:
-    """A turn's body as a streaming response (text/event-stream unless `media_type` says
+    """A turn, started in the broadcaster (turns.broadcast), streamed in `writer`'s format."""
+    reader = services.broadcaster.stream(turn)
+    return reader_stream(
+        services,
+        turn.session_id,
+        reader,
+        writer,
+        headers,
+        media_type=media_type,
+        keep_alive=keep_alive,
+        ids=ids,
+    )
+
+
+def reader_stream(
+    services: Services,
+    session_id: str,
+    reader: Reader,
+    writer: FrameWriter,
+    headers: dict[str, str] | None = None,
+    *,
+    media_type: str = "text/event-stream",
+    keep_alive: Callable[[], ServerSentEvent] | None = None,
+    ids: bool = False,
+) -> SSEResponse:
+    """What `reader` reads as a streaming response (text/event-stream unless `media_type` says
     otherwise), with a keep-alive every SSE_PING_SECONDS (an SSE comment unless `keep_alive`
-    makes another), that gives the turn back however it ends (also when the client left
+    makes another). The reader is closed however the response ends (also when the client left
     before the body started)."""
     return SSEResponse(
-        body,
-        headers={"Cache-Control": "no-cache", "X-Session-Id": turn.session_id, **(headers or {})},
+        written(reader, writer, ids=ids),
+        headers={"Cache-Control": "no-cache", "X-Session-Id": session_id, **(headers or {})},
         media_type=media_type,
         sep="\n",
         ping=services.settings.sse_ping_seconds,
         ping_message_factory=keep_alive,
-        background=BackgroundTask(turn.release),
+        background=BackgroundTask(reader.close),
     )

@@ -37,6 +37,7 @@ from townhall.turns.events import (
     ToolResult,
     TurnEvent,
 )
+from townhall.turns.frame_log import Started
 
 
 class BlankLine(ServerSentEvent):
@@ -83,7 +84,7 @@ class RunWriter:
             **extra,
         }
 
-    def start(self) -> list[bytes]:
+    def start(self, opened: Started) -> list[bytes]:
         return [_line("thread.run.created", self._run("queued"))]
 
     def end(self) -> list[bytes]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import aclosing
 from dataclasses import fields
 from json.encoder import encode_basestring  # what json.dumps uses with ensure_ascii=False
@@ -21,8 +21,9 @@ from typing import Any, Protocol
 from sse_starlette import EventSourceResponse
 from starlette.types import Message, Send
 
+from townhall.turns.broadcast import Reader
 from townhall.turns.events import TextDelta, TurnEvent
-from townhall.turns.pipeline import OpenTurn
+from townhall.turns.frame_log import Ended, Entry, Started
 
 DONE_SENTINEL = "[DONE]"
 DONE_FRAME = b"data: [DONE]\n\n"
@@ -119,30 +120,41 @@ YIELD_EVERY_BYTES = 64 * 1024
 class FrameWriter(Protocol):
     """A front end's format: the frames for a turn's start, each of its events, and its end."""
 
-    def start(self) -> list[bytes]: ...
+    def start(self, opened: Started) -> Iterable[bytes]: ...
 
-    def render(self, event: TurnEvent) -> list[bytes]: ...
+    def render(self, event: TurnEvent) -> Iterable[bytes]: ...
 
-    def end(self) -> list[bytes]: ...
+    def end(self) -> Iterable[bytes]: ...
 
 
-async def written(turn: OpenTurn, writer: FrameWriter) -> AsyncIterator[bytes]:
-    """The turn as `writer` writes it; the turn is given back however the body ends (closing
-    the events first cancels the run, as in sse_body)."""
+def frames_of(writer: FrameWriter, entry: Entry) -> Iterable[bytes]:
+    if isinstance(entry, Started):
+        return writer.start(entry)
+    if isinstance(entry, Ended):
+        return writer.end()
+    return writer.render(entry)
+
+
+async def written(
+    reader: Reader, writer: FrameWriter, *, ids: bool = False
+) -> AsyncIterator[bytes]:
+    """A turn's entries, as `reader` gives them, in `writer`'s format; with `ids`, each entry's
+    first frame carries its SSE `id:` (the position a client resumes from). The reader is
+    closed however the body ends (a reader of the turn itself then cancels the run)."""
     pacer = Pacer()
     try:
-        for frame in writer.start():
-            yield frame
-        async with aclosing(turn.events):
-            async for event in turn.events:
-                turn.observe(event)
-                for frame in writer.render(event):
+        async with aclosing(reader.entries()) as entries:
+            async for frame_id, entry in entries:
+                prefix = b"id: " + frame_id.encode() + b"\n" if ids and frame_id else b""
+                for frame in frames_of(writer, entry):
+                    if not frame:
+                        continue
+                    if prefix:
+                        frame, prefix = prefix + frame, b""
                     yield frame
                     await pacer.sent(len(frame))
-        for frame in writer.end():
-            yield frame
     finally:
-        await turn.release()
+        await reader.close()
 
 
 class Pacer:
@@ -158,21 +170,17 @@ class Pacer:
             await asyncio.sleep(0)
 
 
-async def sse_body(turn: OpenTurn) -> AsyncIterator[bytes]:
-    """The turn as /chat's event stream: `session`, its events, then `data: [DONE]`."""
-    # aclosing: when this body is cancelled or closed (the client left) while the turn waits
-    # at a yield, the turn's generator must be closed too, so its run is cancelled now; left to
-    # the garbage collector, the model would wait for a reader that is gone.
-    try:
-        yield encode_event(SESSION, {"session_id": turn.session_id})
-        pacer = Pacer()
-        async with aclosing(turn.events):
-            async for event in turn.events:
-                turn.observe(event)
-                for chunk in encode_pieces(event):
-                    if chunk:
-                        yield chunk
-                    await pacer.sent(len(chunk))
-        yield DONE_FRAME
-    finally:
-        await turn.release()
+class NativeWriter:
+    """/chat's own format: `session`, the events, `data: [DONE]`."""
+
+    def __init__(self, session_id: str) -> None:
+        self.session_id = session_id
+
+    def start(self, opened: Started) -> list[bytes]:
+        return [encode_event(SESSION, {"session_id": self.session_id})]
+
+    def render(self, event: TurnEvent) -> Iterator[bytes]:
+        return encode_pieces(event)
+
+    def end(self) -> list[bytes]:
+        return [DONE_FRAME]

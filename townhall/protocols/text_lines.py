@@ -13,12 +13,13 @@ from __future__ import annotations
 from townhall.errors import error_body
 from townhall.protocols.sse import encode_event, encode_text
 from townhall.turns.events import Failed, TextDelta, TurnEvent
+from townhall.turns.frame_log import Started
 
 
 class TextLines:
     """The FrameWriter of protocols.sse.written for this format."""
 
-    def start(self) -> list[bytes]:
+    def start(self, opened: Started) -> list[bytes]:
         return []
 
     def render(self, event: TurnEvent) -> list[bytes]:

@@ -17,7 +17,6 @@ so the writer keeps the open text part and the calls it has sent.
 from __future__ import annotations
 
 import json
-import secrets
 from typing import Any
 
 from townhall.protocols.sse import DONE_FRAME
@@ -30,6 +29,7 @@ from townhall.turns.events import (
     ToolResult,
     TurnEvent,
 )
+from townhall.turns.frame_log import Started
 
 HEADERS = {"x-vercel-ai-ui-message-stream": "v1", "X-Accel-Buffering": "no"}
 
@@ -43,14 +43,17 @@ class MessageWriter:
     """One assistant message's chunks, from the turn's events."""
 
     def __init__(self) -> None:
-        self.message_id = "msg_" + secrets.token_hex(12)
+        self.message_id = ""
         self._in_step = False
         self._text_id: str | None = None
         self._calls: set[str] = set()  # the step's tool calls sent
         self._answered: set[str] = set()
         self._parts = 0
 
-    def start(self) -> list[bytes]:
+    def start(self, opened: Started) -> list[bytes]:
+        # The turn's own message id: a client resuming the stream gets the same one, and the
+        # AI SDK then replaces the message it has instead of adding a second.
+        self.message_id = opened.message_id
         return [chunk(type="start", messageId=self.message_id)]
 
     def end(self) -> list[bytes]:

@@ -214,6 +214,10 @@ class RedisSessionStore:
         renewed = await self.redis.eval(RENEW, len(keys), *keys, lease.token, self.lock_ms, keep_ms)
         return bool(renewed)
 
+    async def turn_running(self, session_id: str) -> bool:
+        """Whether a turn holds the conversation (on any worker): its lock is there."""
+        return bool(await self.redis.exists(self._key("lock", session_id)))
+
     async def end_turn(self, lease: TurnLease, *, completed: bool) -> None:
         self.renewals.stop(lease)
         if lease.lost:

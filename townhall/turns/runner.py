@@ -55,10 +55,16 @@ CLIENT_STALL_SECONDS = 120.0
 
 
 CANCELLED = Failed("cancelled", "This conversation was closed while the answer was running.")
+ABANDONED = Failed(
+    "abandoned",
+    "The connection closed and no client resumed the answer in time, so it was stopped.",
+)
 SERVER_RESTARTING = Failed(
     "server_restarting",
     "The server restarted before the answer finished. Please send your message again.",
 )
+# Why a cancelled turn stopped (TurnLease.stop_reason), when not a DELETE or a lost lock.
+_STOPPED = {failure.code: failure for failure in (ABANDONED, SERVER_RESTARTING)}
 
 
 def describe_failure(error: BaseException) -> Failed:
@@ -268,9 +274,8 @@ class TurnRunner:
             if not result.is_complete:
                 result.cancel()
         if cancelled.is_set():
-            failure = CANCELLED
-            if lease.stop_reason == SERVER_RESTARTING.code:
-                failure = SERVER_RESTARTING
+            failure = _STOPPED.get(lease.stop_reason or "", CANCELLED)
+            if failure is SERVER_RESTARTING:
                 await _save_partial(lease, "".join(partial))
             yield failure
             return

@@ -17,7 +17,6 @@ from townhall.http.schemas import not_blank, session_label_field, valid_session_
 from townhall.http.services import CallerDep, ServicesDep
 from townhall.http.turn_request import event_stream, new_session_id, open_turn
 from townhall.protocols.assistant_stream import BlankLine, RunWriter
-from townhall.protocols.sse import written
 
 NDJSON = "application/x-ndjson"
 STREAM_DESCRIPTION = (
@@ -73,7 +72,7 @@ async def chat_stream(
     return event_stream(
         services,
         turn,
-        written(turn, RunWriter(thread_id)),
+        RunWriter(thread_id),
         {"X-Thread-Id": thread_id},
         media_type=NDJSON,
         keep_alive=BlankLine,

@@ -11,7 +11,7 @@ from townhall.http.schemas import ChatRequest
 from townhall.http.services import CallerDep, ServicesDep
 from townhall.http.turn_request import event_stream, new_session_id, open_turn
 from townhall.protocols.json_reply import json_reply
-from townhall.protocols.sse import sse_body
+from townhall.protocols.sse import NativeWriter
 
 
 def router() -> APIRouter:
@@ -28,4 +28,4 @@ async def chat(
     turn = await open_turn(request, services, caller, session_id=session_id, message=body.message)
     if not body.stream:
         return await json_reply(turn, request)
-    return event_stream(services, turn, sse_body(turn))
+    return event_stream(services, turn, NativeWriter(session_id), ids=True)

@@ -15,7 +15,6 @@ from townhall.http.schemas import not_blank, session_label_field, valid_session_
 from townhall.http.services import CallerDep, Services, ServicesDep
 from townhall.http.turn_request import event_stream, new_session_id, open_turn
 from townhall.protocols.json_reply import ClientGone, collect, failure_response
-from townhall.protocols.sse import written
 from townhall.protocols.text_lines import TextLines
 from townhall.turns.pipeline import OpenTurn
 
@@ -100,4 +99,4 @@ async def query_stream(
 ) -> Any:
     """Ask; the answer's text streams back as `data: <chunk>` lines (see the 200 response)."""
     turn = await _open(body, request, services, caller)
-    return event_stream(services, turn, written(turn, TextLines()))
+    return event_stream(services, turn, TextLines())

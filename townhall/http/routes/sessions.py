@@ -76,7 +76,9 @@ async def delete_session(
     session_id: SessionIdPath, services: ServicesDep, caller: CallerDep, owner: OwnerQuery = None
 ) -> SessionDeleted:
     """Stop the conversation's running turn, if any, then forget the conversation."""
-    meta = await services.sessions.forget(session_key(caller, session_id, owner), caller.owner)
+    key = session_key(caller, session_id, owner)
+    meta = await services.sessions.forget(key, caller.owner)
+    await services.broadcaster.logs.forget(key)  # a resume must not replay what was forgotten
     return SessionDeleted(session_id=session_id, deleted=True, cancelled_turn=meta.busy)
 
 

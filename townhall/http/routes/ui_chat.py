@@ -17,7 +17,6 @@ from townhall.http.openapi import stream_responses
 from townhall.http.schemas import SESSION_ID_PATTERN, SESSION_ID_RULE, valid_session_label
 from townhall.http.services import CallerDep, ServicesDep
 from townhall.http.turn_request import event_stream, open_turn
-from townhall.protocols.sse import written
 from townhall.protocols.ui_message_stream import HEADERS, MessageWriter
 
 STREAM_DESCRIPTION = (
@@ -105,4 +104,4 @@ async def ui_chat(
     """useChat's request; the answer streams back as the AI SDK's UI message stream."""
     message = last_user_text(body.messages)
     turn = await open_turn(request, services, caller, session_id=body.id, message=message)
-    return event_stream(services, turn, written(turn, MessageWriter()), HEADERS)
+    return event_stream(services, turn, MessageWriter(), HEADERS)
