@@ -60,14 +60,24 @@ KERNEL_BYTES = _sysctl_max("tcp_wmem") + _sysctl_max("tcp_rmem") + _sysctl_max("
 ANSWER_BYTES = KERNEL_BYTES + 40_000_000
 
 
+@pytest.mark.parametrize("grace", [0, 2], ids=["no-grace", "grace"])
 @pytest.mark.parametrize("api", APIS)
 async def test_a_reader_that_stops_reading_stops_the_upstream_and_leaving_closes_it(
-    tmp_path: Path, api: str
+    tmp_path: Path, api: str, grace: int
 ) -> None:
+    """Leaving: with no resume grace the upstream closes at once; with one, the turn waits for a
+    resume that long, pulling nothing more than before (the client's position stays parked),
+    then closes."""
     answer_bytes = ANSWER_BYTES
     fake = FakeOpenAI(tokens=answer_bytes // (len(WORD) + 1))
     async with live_server(fake) as upstream:  # type: ignore[arg-type]
-        env = env_for(upstream, tmp_path, api, MAX_ANSWER_CHARS=str(2 * answer_bytes))
+        env = env_for(
+            upstream,
+            tmp_path,
+            api,
+            MAX_ANSWER_CHARS=str(2 * answer_bytes),
+            RESUME_GRACE_SECONDS=str(grace),
+        )
         async with server_processes([env], tmp_path) as (server,):
             transport = httpx.AsyncHTTPTransport(socket_options=SMALL_RECEIVE_BUFFER)
             async with httpx.AsyncClient(
@@ -92,15 +102,17 @@ async def test_a_reader_that_stops_reading_stops_the_upstream_and_leaving_closes
                     rss_growth_kib = rss_kib(server.process.pid) - rss_before
                     assert fake.open_streams == 1  # stalled, not gone
                 closed_at = time.monotonic()
-                await wait_for(lambda: fake.open_streams == 0, limit=5)
+                await wait_for(lambda: fake.open_streams == 0, limit=5 + grace)
                 noticed_after = time.monotonic() - closed_at
+                pulled_in_all = fake.sent_bytes
                 health = await client.get("/health")
     # Kernel socket buffers (the upstream's, ours, the client's) hold some megabytes; the rest
     # was never pulled, and the server itself holds almost none of it.
     assert pulled_while_stalled < KERNEL_BYTES + 10_000_000
     assert pulled_later - pulled_while_stalled < 1_000_000  # stalled, not trickling on
     assert rss_growth_kib < 16 * 1024
-    assert noticed_after < 5
+    assert grace * 0.75 <= noticed_after < grace + 5
+    assert pulled_in_all < KERNEL_BYTES + 10_000_000  # nothing more pulled once it had left
     assert health.json()["status"] == "healthy"
 
 

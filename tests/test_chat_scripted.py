@@ -176,7 +176,7 @@ async def test_model_error_mid_stream_ends_with_error_then_done(
     async with asgi_client(scripted_app(model)) as client:
         response = await client.post("/chat", json={"message": "hi", "session_id": "err1"})
         follow_up = await client.get("/sessions/err1")
-    body = response.text
+    body = without_ids(response.text)
     assert response.status_code == 200
     assert body.endswith(
         'event: error\ndata: {"code":"model_error","message":"Sorry, something '

@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 
 import httpx
+import pytest
 
 from api import create_app
 from tests.support.app import live_server, make_settings, wait_for
@@ -36,7 +37,9 @@ async def storm(base_url: str, prefix: str) -> list[bool]:
             )
 
 
-async def test_storm_leaves_no_task_no_lock_and_no_upstream_stream() -> None:
+@pytest.mark.parametrize("grace", [0.0, 1.5], ids=["no-grace", "grace"])
+async def test_storm_leaves_no_task_no_lock_and_no_upstream_stream(grace: float) -> None:
+    """With a resume grace the dropped turns run on that long (nobody resumes), then end."""
     fake = FakeOpenAI(tokens=2000, delay=0.01, keep_requests=False)
     async with live_server(fake) as upstream:  # type: ignore[arg-type]
         settings = make_settings(
@@ -46,6 +49,7 @@ async def test_storm_leaves_no_task_no_lock_and_no_upstream_stream() -> None:
             model="fake",
             rate_limit_per_minute=0,
             max_concurrent_turns=0,  # a storm, not admission control, is under test
+            resume_grace_seconds=grace,
         )
         app = create_app(settings)
         registry = app.state.services.registry
@@ -57,9 +61,10 @@ async def test_storm_leaves_no_task_no_lock_and_no_upstream_stream() -> None:
                 fake.tokens = 2000
             baseline = len(asyncio.all_tasks())
             reached = await storm(base_url, "s")
-            await wait_for(lambda: not any(c.busy for c in registry.list()), limit=10)
+            await wait_for(lambda: not any(c.busy for c in registry.list()), limit=10 + grace)
             await wait_for(lambda: fake.open_streams == 0, limit=10)
             await wait_for(lambda: len(asyncio.all_tasks()) <= baseline, limit=10)
+            assert app.state.services.broadcaster.running == 0
             fake.tokens, fake.delay = 3, 0.0
             async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
                 follow_ups = await asyncio.gather(
@@ -105,17 +110,18 @@ async def test_memory_settles_after_repeated_storms(tmp_path: Path) -> None:
             RATE_LIMIT_PER_MINUTE="0",
             MAX_CONCURRENT_TURNS="0",
             LOG_LEVEL="WARNING",
+            RESUME_GRACE_SECONDS="1",  # each storm's turns run on that long, waiting for a resume
             DATABASE_URL=f"sqlite:///{tmp_path}/r.db",
             OUTBOX_PATH=str(tmp_path / "o.db"),
         )
         async with server_processes([env], tmp_path) as (server,):
             for warm_up in ("warm-a", "warm-b", "warm-c"):
                 await storm(server.base_url, warm_up)
-                await wait_for(lambda: fake.open_streams == 0, limit=10)
+                await wait_for(lambda: fake.open_streams == 0, limit=15)
             settled = rss_kib(server.process.pid)
             for round_ in range(3):
                 await storm(server.base_url, f"round{round_}")
-                await wait_for(lambda: fake.open_streams == 0, limit=10)
+                await wait_for(lambda: fake.open_streams == 0, limit=15)
             after = rss_kib(server.process.pid)
             async with httpx.AsyncClient(base_url=server.base_url) as client:
                 sessions = (await client.get("/sessions")).json()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -13,16 +15,31 @@ from tests.support.frames import read_frames
 from tests.support.processes import clean_env, server_process
 
 HELLO = {"message": "Hello from the backend", "session_id": "test123"}
+# Each frame's `id:` is <the turn's start, ms since the epoch>-<n>; "T" stands for the first part.
 EXPECTED = (
-    b'event: session\ndata: {"session_id":"test123"}\n\n'
-    b"data: Hello\n\n"
-    b"data: from\n\n"
-    b"data: the\n\n"
-    b"data: backend\n\n"
-    b'event: done\ndata: {"reply":"Hello from the backend","usage":{"requests":1,'
+    b'id: T-0\nevent: session\ndata: {"session_id":"test123"}\n\n'
+    b"id: T-1\ndata: Hello\n\n"
+    b"id: T-2\ndata: from\n\n"
+    b"id: T-3\ndata: the\n\n"
+    b"id: T-4\ndata: backend\n\n"
+    b'id: T-5\nevent: done\ndata: {"reply":"Hello from the backend","usage":{"requests":1,'
     b'"input_tokens":4,"output_tokens":4,"total_tokens":8}}\n\n'
-    b"data: [DONE]\n\n"
+    b"id: T-6\ndata: [DONE]\n\n"
 )
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def normalized(body: bytes) -> bytes:
+    """The transcript with its turn's start time as T (one turn: one start time)."""
+    turns = set(re.findall(rb"^id: ([0-9]+)-[0-9]+$", body, re.MULTILINE))
+    assert len(turns) == 1, turns
+    return re.sub(rb"^id: [0-9]+-", b"id: T-", body, flags=re.MULTILINE)
+
+
+def test_the_readme_shows_this_transcript() -> None:
+    text = README.read_text()
+    block = text.split("prints, in echo mode (a real transcript):\n\n```text\n", 1)[1]
+    assert normalized(block.split("```", 1)[0].encode()) == EXPECTED
 
 
 async def test_echo_transcript_through_asgi() -> None:
@@ -33,7 +50,7 @@ async def test_echo_transcript_through_asgi() -> None:
     assert response.headers["cache-control"] == "no-cache"
     assert response.headers["x-accel-buffering"] == "no"
     assert response.headers["x-session-id"] == "test123"
-    assert response.content == EXPECTED
+    assert normalized(response.content) == EXPECTED
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +67,7 @@ async def test_echo_transcript_through_uvicorn_process(uvicorn_process: str) -> 
         async with client.stream("POST", "/chat", json=HELLO | {"session_id": "proc1"}) as response:
             body = await response.aread()
     assert response.status_code == 200
-    assert body == EXPECTED.replace(b"test123", b"proc1")
+    assert normalized(body) == EXPECTED.replace(b"test123", b"proc1")
 
 
 async def test_echo_transcript_parses_with_a_real_sse_parser(uvicorn_process: str) -> None:

@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -32,9 +29,8 @@ from api import create_app
 from tests.support.app import live_server, make_settings
 from tests.support.desks import to_incident_desk
 from tests.support.model_streams import Gate, SlowStream
+from tests.support.node import node
 
-ROOT = Path(__file__).resolve().parent.parent
-NODE_SCRIPTS = ROOT / "tests" / "node"
 POTHOLE = {
     "category": "pothole",
     "description": "Deep pothole in the right lane",
@@ -73,24 +69,6 @@ def remembers(call: ModelCall) -> list[Any]:
         if isinstance(item, dict) and item.get("role") == "user"
     ]
     return [assistant_message(f"You said: {' | '.join(str(s) for s in said)}")]
-
-
-async def node(script: str, *args: str, **env: str) -> dict[str, Any]:
-    if shutil.which("node") is None or not (ROOT / "node_modules" / "ai").is_dir():
-        pytest.skip("needs node and the npm packages: run `npm ci` (.ci/run does)")
-    process = await asyncio.create_subprocess_exec(
-        "node",
-        str(NODE_SCRIPTS / script),
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=ROOT,
-        env={**os.environ, **env},
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode == 0, err.decode()
-    result: dict[str, Any] = json.loads(out)
-    return result
 
 
 def streamlit_lines(url: str, body: dict[str, Any]) -> tuple[int, list[str], dict[str, str]]:

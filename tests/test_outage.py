@@ -20,6 +20,7 @@ from api import create_app
 from tests.support.app import asgi_client, make_settings
 from tests.support.backends import Backend, backend
 from tests.support.desks import back_to_triage, to_incident_desk
+from tests.support.frames import without_ids
 
 OUTAGE_BACKENDS = ["postgresql", "supabase"]
 
@@ -61,7 +62,7 @@ async def file_reports(client: httpx.AsyncClient, count: int) -> list[dict[str, 
     for n in range(count):
         response = await client.post("/chat", json={"message": f"light {n}", "session_id": f"r{n}"})
         assert response.status_code == 200
-        assert f"data: Report {n} is recorded.\n\nevent: done\n" in response.text
+        assert f"data: Report {n} is recorded.\n\nevent: done\n" in without_ids(response.text)
         assert response.text.endswith("data: [DONE]\n\n")
         result = response.text.split("event: tool_result\ndata: ")[1].split("\n")[0]
         receipts.append(json.loads(result)["output"])

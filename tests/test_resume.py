@@ -141,8 +141,8 @@ async def test_ids_that_are_not_of_this_turn_are_refused_with_a_reason(server: A
     await chat(client, "odd")
     turn, index = position(first[-1][0])
     cases = {
-        "not-an-id": (400, "invalid_last_event_id"),
-        "12-x": (400, "invalid_last_event_id"),
+        "not-an-id": (422, "invalid_request"),
+        "12-x": (422, "invalid_request"),
         first[2][0]: (410, "stream_position_gone"),  # the previous turn's: replaced
         f"{turn + 10**9}-3": (410, "stream_position_gone"),
     }

@@ -136,17 +136,6 @@ class ShuttingDownError(AppError):
         )
 
 
-class InvalidEventIdError(AppError):
-    status_code = 400
-    code = "invalid_last_event_id"
-
-    def __init__(self, value: str) -> None:
-        super().__init__(
-            f"Last-Event-ID {shown(value)} is not an event id of this server "
-            "(they look like 1764860000000-12)."
-        )
-
-
 class StreamPositionGoneError(AppError):
     status_code = 410
     code = "stream_position_gone"

@@ -19,6 +19,7 @@ ENDPOINTS = {
     "chatkit_hosted_session": "POST /api/chatkit/session",
     "sessions": "GET /sessions",
     "session": "GET|DELETE /sessions/{session_id}",
+    "resume": "GET /sessions/{session_id}/stream (Last-Event-ID)",
     "dead_letters": "GET /admin/dead-letters (admin key)",
     "health": "GET /health",
     "demo": "GET /demo",

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Path, Query
+from fastapi import Header, Path, Query
 from pydantic import AfterValidator, BeforeValidator
 
 from townhall.http.schemas import SESSION_ID_PATTERN, SESSION_ID_RULE, matching
 
 OWNER_PATTERN = r"^key-[0-9a-f]{16}$"
 OWNER_RULE = "key- and 16 hex digits, as GET /sessions lists it in `owner`"
+EVENT_ID_PATTERN = r"^[0-9]{1,16}-[0-9]{1,10}$"
+EVENT_ID_RULE = "an `id:` of a /chat frame: <turn>-<n>, as in 1764860000000-12"
 REFERENCE_PATTERN = r"^[A-Z]{2,3}-[0-9A-Z]{6}$"
 REFERENCE_RULE = "2-3 capital letters, a dash and 6 of 0-9 A-Z, as in INC-7K2M9Q"
 
@@ -48,4 +50,26 @@ ReferencePath = Annotated[
     ),
     BeforeValidator(_as_filed),
     AfterValidator(matching(REFERENCE_PATTERN, REFERENCE_RULE)),
+]
+
+
+_EVENT_ID = "The `id:` of the last frame the client has; the frames after it are sent."
+_valid_event_id = AfterValidator(matching(EVENT_ID_PATTERN, EVENT_ID_RULE))
+LastEventIdHeader = Annotated[
+    str | None,
+    Header(
+        alias="Last-Event-ID",
+        description=_EVENT_ID + " A browser's EventSource sends it when it reconnects.",
+        json_schema_extra={"pattern": EVENT_ID_PATTERN},
+    ),
+    _valid_event_id,
+]
+LastEventIdQuery = Annotated[
+    str | None,
+    Query(
+        alias="last_event_id",
+        description=_EVENT_ID + " (The header wins when both come.)",
+        json_schema_extra={"pattern": EVENT_ID_PATTERN},
+    ),
+    _valid_event_id,
 ]

@@ -26,7 +26,7 @@ from typing import Any
 
 from townhall.errors import StreamPositionGoneError
 from townhall.turns.broadcast import MemoryFrameLogs, Reader, local_reader
-from townhall.turns.events import Failed
+from townhall.turns.events import Failed, Finished
 from townhall.turns.frame_log import (
     ENDED,
     Ended,
@@ -198,7 +198,10 @@ class RedisFrameLogs:
             return None
         entry_id, fields = newest[0]
         turn, last = (int(part) for part in entry_id.split("-"))
-        ended = list(fields.values())[-1] == encode_entry(ENDED)
+        newest_entry = decode_entry(list(fields.values())[-1])
+        ended = isinstance(newest_entry, Ended | Finished | Failed)
+        if isinstance(newest_entry, Finished | Failed):
+            last += 1  # its end follows it (and may not be written yet): see RemoteReader
         if running:
             return None if ended else RemoteReader(self, key, None)
         if after is None:
@@ -276,6 +279,12 @@ class RemoteReader:
                     entry = decode_entry(text)
                     yield f"{turn}-{index}", entry
                     if isinstance(entry, Ended):
+                        return
+                    if isinstance(entry, Finished | Failed):
+                        # The turn's last event: its end is the next entry, which the turn's
+                        # worker writes once the conversation is given back (maybe after a new
+                        # turn on another worker has replaced this log).
+                        yield f"{turn}-{index + 1}", ENDED
                         return
 
     def _interrupted(self) -> list[tuple[str, Entry]]:

@@ -7,8 +7,9 @@ connection reads the same log again from where it stopped (GET /sessions/{id}/st
 Redis session store the log is mirrored to Redis (sessions/redis_frames.py) and any worker can.
 
 When the last reader leaves a running turn, the turn runs on for RESUME_GRACE_SECONDS waiting
-for a resume (a reader on another worker counts); if none comes it is cancelled, as a turn whose
-client left always was (the history stays valid: the SDK saves nothing of a cancelled run).
+for a resume (a reader on another worker counts), up to the read-ahead window past where the
+client left; if none comes it is cancelled, as a turn whose client left always was (the history
+stays valid: the SDK saves nothing of a cancelled run).
 The driver paces the model to the slowest reader attached here (the read-ahead window), and ends
 the turn, and gives it back, however the turn ends.
 
@@ -33,6 +34,9 @@ from townhall.turns.pipeline import OpenTurn
 from townhall.turns.runner import ABANDONED, SERVER_RESTARTING
 
 logger = logging.getLogger(__name__)
+
+# How often a turn in its grace checks whether a client came back, here or on another worker.
+GRACE_CHECK_SECONDS = 1.0
 
 
 def new_message_id() -> str:
@@ -173,6 +177,7 @@ class DirectReader:
                 async for event in events:
                     self.turn.observe(event)
                     yield "", event
+            await self.turn.release()  # before `[DONE]`, as in Broadcaster._drive
             yield "", ENDED
         finally:
             await self.turn.release()
@@ -228,20 +233,24 @@ class Broadcaster:
         finally:
             if not ended:  # the driver was cancelled: the app is stopping
                 log.append(SERVER_RESTARTING)
-            log.append(ENDED)
             grace = self._graces.pop(id(log), None)
             if grace is not None:
                 grace.cancel()
+            # The conversation first, then `[DONE]`: a client that has read the end may send
+            # its next message at once, and must not find the conversation still busy.
             try:
-                await self.logs.ended(log)
-            except Exception:
-                logger.exception("could not keep the turn's frames")
-            finally:
                 await turn.release()
+            finally:
+                log.append(ENDED)
+                try:
+                    await self.logs.ended(log)
+                except Exception:
+                    logger.exception("could not keep the turn's frames")
 
     def _unwatched(self, turn: OpenTurn, log: TurnLog) -> None:
         """The last reader of a running turn left."""
         if self.grace_seconds <= 0:
+            log.unpark()
             turn.lease.cancel(ABANDONED.code)
             return
         previous = self._graces.pop(id(log), None)
@@ -256,20 +265,25 @@ class Broadcaster:
             del self._graces[log_id]
 
     async def _grace(self, turn: OpenTurn, log: TurnLog) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.grace_seconds
         while True:
-            await asyncio.sleep(self.grace_seconds)
-            if log.readers or log.ended:
+            await asyncio.sleep(min(GRACE_CHECK_SECONDS, max(0.0, deadline - loop.time())))
+            if log.watched or log.ended:
                 return
             try:
-                if await self.logs.followed_elsewhere(log.key):
-                    continue
+                elsewhere = await self.logs.followed_elsewhere(log.key)
             except Exception as error:
                 logger.warning("could not ask who follows the turn: %s", type(error).__name__)
-            logger.info(
-                "nobody resumed the answer within %.0f s: cancelling it", self.grace_seconds
-            )
-            turn.lease.cancel(ABANDONED.code)
-            return
+                elsewhere = False
+            if elsewhere:  # its reader paces itself from Redis; ours must not hold the turn
+                log.unpark()
+                deadline = loop.time() + self.grace_seconds
+            elif loop.time() >= deadline:
+                logger.info("nobody resumed the answer in %.0f s: stopping it", self.grace_seconds)
+                log.unpark()
+                turn.lease.cancel(ABANDONED.code)
+                return
 
     async def close(self) -> None:
         """Stop every running turn (their logs end with `server_restarting`) and the logs."""

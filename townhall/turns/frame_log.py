@@ -8,7 +8,8 @@ one turn at a time, and a later turn's log replaces the earlier one's).
 
 Readers (`LogReader`) follow a log from a position to its end. The turn's driver
 (broadcast.Broadcaster) waits while the slowest reader attached here lags more than the read-ahead
-window behind it, so a slow client still paces the model. The log keeps at most `cap_chars`
+window behind it, so a slow client still paces the model; when the last one leaves, its position
+is parked for the grace and paces the turn the same way. The log keeps at most `cap_chars`
 characters of entries: past it the oldest, already read by every attached reader, are dropped (a
 resume from before them is answered 410); the newest two always stay (a `done` repeats the whole
 reply, and a client that has every delta can still get it).
@@ -23,7 +24,7 @@ import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, fields
 
-from townhall.errors import InvalidEventIdError, StreamPositionGoneError
+from townhall.errors import StreamPositionGoneError
 from townhall.turns.events import EVENT_TYPES, Failed, Finished, TextDelta, TurnEvent
 
 
@@ -42,7 +43,8 @@ class Ended:
 ENDED = Ended()
 Entry = Started | TurnEvent | Ended
 
-_EVENT_ID = re.compile(r"^(\d{1,16})-(\d{1,10})$")
+PARKED = -1  # the reader id of the position the last client of a running turn left at
+_EVENT_ID = re.compile(r"([0-9]{1,16})-([0-9]{1,10})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +56,10 @@ class Position:
 
     @classmethod
     def parse(cls, text: str) -> Position:
-        match = _EVENT_ID.match(text.strip())
+        """`<turn>-<n>` as a position (ValueError for anything else)."""
+        match = _EVENT_ID.fullmatch(text)
         if match is None:
-            raise InvalidEventIdError(text)
+            raise ValueError(f"not an event id: {text!r}")
         return cls(int(match[1]), int(match[2]))
 
     def __str__(self) -> str:
@@ -134,6 +137,7 @@ class TurnLog:
         self.next += 1
         if isinstance(entry, Ended):
             self.ended = True
+            self.readers.pop(PARKED, None)
         if self.total - self.dropped > self.cap_chars:
             self._trim()
         grew, self._grew = self._grew, None
@@ -192,20 +196,38 @@ class TurnLog:
             await self._grew
 
     def attach(self, index: int) -> int:
+        self.readers.pop(PARKED, None)  # a client is back: its pace is the one that counts
         reader = next(self._reader_ids)
         self.readers[reader] = index
         return reader
+
+    @property
+    def watched(self) -> bool:
+        """Whether a client here reads the turn (a parked position is nobody's)."""
+        return any(reader != PARKED for reader in self.readers)
+
+    def unpark(self) -> None:
+        """Let the turn run on past where its last client left (a reader elsewhere follows it,
+        or it is being cancelled)."""
+        if self.readers.pop(PARKED, None) is not None:
+            self._wake_driver()
 
     def taken(self, reader: int, index: int) -> None:
         self.readers[reader] = index
         self._wake_driver()
 
     def detach(self, reader: int) -> None:
-        if self.readers.pop(reader, None) is None:
+        index = self.readers.pop(reader, None)
+        if index is None:
             return
+        if not self.watched and not self.ended:
+            # The last client left a running turn. Its position stays, parked: the turn runs on
+            # to the read-ahead window past it and then waits, so a client that comes back finds
+            # everything it missed, and nobody's turn pulls a long answer for no reader.
+            self.readers[PARKED] = min(index, self.readers.get(PARKED, index))
+            if self.on_unwatched is not None:
+                self.on_unwatched(self)
         self._wake_driver()
-        if not self.readers and not self.ended and self.on_unwatched is not None:
-            self.on_unwatched(self)
 
     def _wake_driver(self) -> None:
         progress = self._progress

@@ -14,15 +14,20 @@ session store any worker's. The caller's key and owner rules are those of the co
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
 from townhall.errors import SessionNotFoundError
 from townhall.http.caller import session_key
 from townhall.http.openapi import SSE_EVENT_SCHEMA
-from townhall.http.params import OwnerQuery, SessionIdPath
+from townhall.http.params import (
+    LastEventIdHeader,
+    LastEventIdQuery,
+    OwnerQuery,
+    SessionIdPath,
+)
 from townhall.http.routes.ui_chat import CHUNK_EVENT
 from townhall.http.schemas import error_responses
 from townhall.http.services import CallerDep, ServicesDep
@@ -30,10 +35,6 @@ from townhall.http.turn_request import reader_stream
 from townhall.protocols.sse import NativeWriter
 from townhall.protocols.ui_message_stream import HEADERS, MessageWriter
 from townhall.turns.frame_log import Position
-
-LAST_EVENT_ID = (
-    "The `id:` of the last frame the client has (`<turn>-<n>`); the frames after it are sent."
-)
 
 
 def router() -> APIRouter:
@@ -50,7 +51,7 @@ def router() -> APIRouter:
                 "content": {"text/event-stream": {"schema": SSE_EVENT_SCHEMA}},
             },
             204: {"description": "Nothing to send: no turn kept, or the client has it all."},
-            **error_responses(400, 401, 404, 410, 422, 503),
+            **error_responses(401, 404, 410, 422, 503),
         },
     )
     routes.add_api_route(
@@ -76,12 +77,8 @@ async def resume_session(
     services: ServicesDep,
     caller: CallerDep,
     owner: OwnerQuery = None,
-    last_event_id: Annotated[
-        str | None, Header(alias="Last-Event-ID", description=LAST_EVENT_ID)
-    ] = None,
-    last_event_id_query: Annotated[
-        str | None, Query(alias="last_event_id", description=LAST_EVENT_ID, max_length=40)
-    ] = None,
+    last_event_id: LastEventIdHeader = None,
+    last_event_id_query: LastEventIdQuery = None,
 ) -> Any:
     """Take up a /chat stream where the connection dropped (see the 200 response)."""
     chosen = last_event_id if last_event_id is not None else last_event_id_query
