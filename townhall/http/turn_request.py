@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
+from typing import Any
 
 from fastapi import Request
 from sse_starlette import ServerSentEvent
@@ -52,23 +53,12 @@ def event_stream(
     turn: OpenTurn,
     writer: FrameWriter,
     headers: dict[str, str] | None = None,
-    *,
-    media_type: str = "text/event-stream",
-    keep_alive: Callable[[], ServerSentEvent] | None = None,
-    ids: bool = False,
+    **options: Any,
 ) -> SSEResponse:
-    """A turn, started in the broadcaster (turns.broadcast), streamed in `writer`'s format."""
+    """A turn, started in its driver (turns.broadcast), streamed in `writer`'s format
+    (`options`: reader_stream's)."""
     reader = services.broadcaster.stream(turn)
-    return reader_stream(
-        services,
-        turn.session_id,
-        reader,
-        writer,
-        headers,
-        media_type=media_type,
-        keep_alive=keep_alive,
-        ids=ids,
-    )
+    return reader_stream(services, turn.session_id, reader, writer, headers, **options)
 
 
 def reader_stream(

@@ -173,6 +173,7 @@ class RedisFrameLogs:
                 self._warn(error)
             for mirror, _, ended in sent:
                 if ended:
+                    mirror.log.on_append = None
                     mirror.done.set()
                     if self._mirrors.get(mirror.log.key) is mirror:
                         del self._mirrors[mirror.log.key]

@@ -238,6 +238,8 @@ class Broadcaster:
                 grace.cancel()
             # The conversation first, then `[DONE]`: a client that has read the end may send
             # its next message at once, and must not find the conversation still busy.
+            # A kept log must not keep the turn (its run, its model responses) alive with it.
+            log.on_unwatched = None
             try:
                 await turn.release()
             finally:
