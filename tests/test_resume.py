@@ -7,12 +7,14 @@ then nothing once the retention has passed)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
+from agents import RunResultStreaming
 from httpx_sse import EventSource, ServerSentEvent
 
 from api import create_app
@@ -245,6 +247,9 @@ async def test_500_idle_turns_are_kept_small(server: Any) -> None:
     assert len(logs.logs) == 500
     # What is kept is about the answer itself (each frame's text plus a little), not more.
     assert logs.kept_chars < 2 * sum(sizes)
+    # ... and a kept log keeps nothing of its run (which is ~100 KiB: responses, agents, context).
+    gc.collect()
+    assert sum(isinstance(o, RunResultStreaming) for o in gc.get_objects()) < 5
 
 
 @pytest.mark.settings(resume_retention_seconds=0.5)
