@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -271,3 +272,28 @@ async def test_with_resume_off_leaving_cancels_at_once_and_nothing_is_kept(serve
     assert [f[0] for f in frames] == ["", "", ""]  # no ids: there is nothing to resume
     await wait_for(lambda: not app.state.services.registry.get("off").busy, limit=3)
     assert (await resume(client, "off"))[0] == 204
+
+
+@pytest.mark.settings(stream_read_ahead_chars=2_000, stream_send_buffer_bytes=4096)
+async def test_a_reader_that_stopped_reading_holds_up_no_other(server: Any) -> None:
+    """The phone's old connection, half-open and read no more, while the client resumes on a
+    new one: the resume reads the answer to its end; the old one is left behind."""
+    client, app, fake = server
+    fake.tokens, fake.delay = 20_000, 0.0  # ~100 KB: far past the window and the buffers
+    host, port = client.base_url.host, client.base_url.port
+    stalled = socket.create_connection((host, port))
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    body = json.dumps({"message": "a long story", "session_id": "phone"}).encode()
+    stalled.sendall(
+        b"POST /chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+    try:
+        registry = app.state.services.registry
+        await wait_for(lambda: "phone" in [c.session_id for c in registry.list()], limit=5)
+        async with asyncio.timeout(30):
+            status, frames, _ = await resume(client, "phone")
+        assert status == 200 and frames[-1][2] == "[DONE]"
+        assert len(json.loads(frames[-2][2])["reply"].split()) == 20_000
+    finally:
+        stalled.close()

@@ -115,6 +115,7 @@ def build_services(
             grace_seconds=settings.resume_grace_seconds,
             window_chars=settings.stream_read_ahead_chars,
             enabled=settings.resume_streams,
+            slots=pipeline.slots,
         ),
     )
 

@@ -29,6 +29,7 @@ from townhall.turns.broadcast import MemoryFrameLogs, Reader, local_reader
 from townhall.turns.events import Failed, Finished
 from townhall.turns.frame_log import (
     ENDED,
+    GAP,
     Ended,
     Entry,
     Position,
@@ -66,12 +67,6 @@ FOLLOWING_MS = 3 * READ_BLOCK_MS
 INTERRUPTED = Failed(
     "interrupted",
     "The server answering stopped before the answer finished. Please send your message again.",
-)
-
-# Frames between the reader's position and the next one it finds are missing.
-GAP = Failed(
-    "resume_gap",
-    "Part of this answer is no longer kept. Read the conversation with GET /sessions/{session_id}.",
 )
 
 
@@ -196,6 +191,10 @@ class RedisFrameLogs:
             return local_reader(log, after, running=running)
         newest = await self.redis.xrevrange(self._frames_key(key), count=1)
         if not newest:
+            # A running turn whose first frames are not in Redis yet (they follow the live
+            # stream by a round trip) is followed; else there is nothing.
+            if after is not None and await self.running(key):
+                return RemoteReader(self, key, after)
             return None
         entry_id, fields = newest[0]
         turn, last = (int(part) for part in entry_id.split("-"))
@@ -207,11 +206,13 @@ class RedisFrameLogs:
             return None if ended else RemoteReader(self, key, None)
         if after is None:
             return RemoteReader(self, key, None)
-        if after.turn != turn or after.index > last:
-            raise StreamPositionGoneError(str(after))
-        if ended and after.index >= last:
-            return None
-        return RemoteReader(self, key, after)
+        if after.turn == turn:
+            if ended and after.index >= last:
+                return None
+            return RemoteReader(self, key, after)  # running: what is not here yet, it waits for
+        if after.turn > turn and await self.running(key):
+            return RemoteReader(self, key, after)  # a new turn not mirrored yet
+        raise StreamPositionGoneError(str(after))
 
     async def followed_elsewhere(self, key: str) -> bool:
         return bool(await self.redis.exists(self.following_key(key)))
@@ -264,13 +265,20 @@ class RemoteReader:
                 turn = int(entry_id.split("-")[0])
                 if self.turn is None:
                     self.turn = turn
-                if turn != self.turn:  # a newer turn began: ours ended without its last frames
+                if turn < self.turn:  # the turn before ours, not yet replaced in Redis
+                    continue
+                if turn > self.turn:  # a newer turn began: ours ended without its last frames
                     for ending in self._interrupted():
                         yield ending
                     return
                 for name, text in fields.items():
                     index = int(name)
                     if index <= self.at:
+                        if text == "e" or (
+                            index + 1 <= self.at
+                            and isinstance(decode_entry(text), Finished | Failed)
+                        ):
+                            return  # the client has the end already
                         continue
                     if index != self.at + 1:  # frames dropped (the buffer cap, or a refused write)
                         yield "", GAP

@@ -28,10 +28,16 @@ from contextlib import aclosing
 from typing import Protocol
 
 from townhall.errors import StreamPositionGoneError
+from townhall.turns.capacity import TurnSlots
 from townhall.turns.events import Failed, Finished
 from townhall.turns.frame_log import ENDED, Entry, LogReader, Position, Started, TurnLog, turn_clock
 from townhall.turns.pipeline import OpenTurn
-from townhall.turns.runner import ABANDONED, SERVER_RESTARTING
+from townhall.turns.runner import (
+    ABANDONED,
+    CLIENT_STALL_SECONDS,
+    CLIENT_STALLED,
+    SERVER_RESTARTING,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -196,8 +202,12 @@ class Broadcaster:
         grace_seconds: float,
         window_chars: int,
         enabled: bool = True,
+        slots: TurnSlots | None = None,
+        stall_seconds: float = CLIENT_STALL_SECONDS,
     ) -> None:
         self.logs = logs
+        self.slots = slots  # a turn nobody reads gives its slot up when the worker is full
+        self.stall_seconds = stall_seconds
         self.grace_seconds = grace_seconds
         self.window_chars = window_chars  # 0: the model is not paced to the readers
         self.enabled = enabled
@@ -222,14 +232,20 @@ class Broadcaster:
 
     async def _drive(self, turn: OpenTurn, log: TurnLog) -> None:
         ended = False  # the turn's own last event (done or error) is in
+        paced = bool(self.window_chars)
         try:
             async with aclosing(turn.events) as events:
                 async for event in events:
                     turn.observe(event)
                     ended = isinstance(event, Finished | Failed)
                     log.append(event)
-                    if self.window_chars and log.lag() > self.window_chars:
-                        await log.readers_within(self.window_chars)
+                    if paced and log.lag() > self.window_chars:
+                        try:
+                            async with asyncio.timeout(self.stall_seconds):
+                                await log.readers_within(self.window_chars)
+                        except TimeoutError:  # no reader took anything for that long
+                            paced = False
+                            turn.lease.cancel(CLIENT_STALLED.code)
         finally:
             if not ended:  # the driver was cancelled: the app is stopping
                 log.append(SERVER_RESTARTING)
@@ -273,6 +289,11 @@ class Broadcaster:
             await asyncio.sleep(min(GRACE_CHECK_SECONDS, max(0.0, deadline - loop.time())))
             if log.watched or log.ended:
                 return
+            if self._worker_full():
+                logger.info("the worker is full: stopping an answer nobody reads")
+                log.unpark()
+                turn.lease.cancel(ABANDONED.code)
+                return
             try:
                 elsewhere = await self.logs.followed_elsewhere(log.key)
             except Exception as error:
@@ -286,6 +307,10 @@ class Broadcaster:
                 log.unpark()
                 turn.lease.cancel(ABANDONED.code)
                 return
+
+    def _worker_full(self) -> bool:
+        slots = self.slots
+        return slots is not None and bool(slots.limit) and slots.taken >= slots.limit
 
     async def close(self) -> None:
         """Stop every running turn (their logs end with `server_restarting`) and the logs."""

@@ -7,12 +7,15 @@ SSE `id:` of its frame on /chat, unique within the conversation and ordered (a c
 one turn at a time, and a later turn's log replaces the earlier one's).
 
 Readers (`LogReader`) follow a log from a position to its end. The turn's driver
-(broadcast.Broadcaster) waits while the slowest reader attached here lags more than the read-ahead
-window behind it, so a slow client still paces the model; when the last one leaves, its position
-is parked for the grace and paces the turn the same way. The log keeps at most `cap_chars`
-characters of entries: past it the oldest, already read by every attached reader, are dropped (a
-resume from before them is answered 410); the newest two always stay (a `done` repeats the whole
-reply, and a client that has every delta can still get it).
+(broadcast.Broadcaster) waits while the most advanced reader attached here is more than the
+read-ahead window behind it, so a slow client still paces the model, but a reader that stopped
+reading (a half-open connection the client has since replaced with a resume) never holds up the
+others: it falls behind, and once its next frames are dropped its stream ends with `resume_gap`.
+When the last reader leaves, its position is parked for the grace and paces the turn the same
+way. The log keeps at most `cap_chars` characters of entries: past it the oldest, already read by
+the most advanced reader, are dropped (a resume from before them is answered 410); the newest two
+always stay (a `done` repeats the whole reply, and a client that has every delta can still get
+it).
 """
 
 from __future__ import annotations
@@ -41,6 +44,12 @@ class Ended:
 
 
 ENDED = Ended()
+
+# A reader's next frames are no longer kept (it fell behind a long answer, or a write was lost).
+GAP = Failed(
+    "resume_gap",
+    "Part of this answer is no longer kept. Read the conversation with GET /sessions/{session_id}.",
+)
 Entry = Started | TurnEvent | Ended
 
 PARKED = -1  # the reader id of the position the last client of a running turn left at
@@ -147,8 +156,8 @@ class TurnLog:
             self.on_append()
 
     def _trim(self) -> None:
-        # Never past what an attached reader has yet to take.
-        keep_from = min(self.readers.values(), default=self.next - 1) + 1
+        # Never past what the most advanced reader has yet to take (the turn waits for that one).
+        keep_from = max(self.readers.values(), default=self.next - 1) + 1
         while self.first < keep_from and self.total - self.dropped > self.cap_chars:
             if self.first >= self.next - 2:
                 break  # the newest two stay, however long: the turn's `done` and its end
@@ -161,16 +170,16 @@ class TurnLog:
             self._offset = 0
 
     def lag(self) -> int:
-        """Characters between the slowest attached reader and the newest entry."""
+        """Characters between the most advanced attached reader and the newest entry."""
         if not self.readers:
             return 0
-        slowest = min(self.readers.values())
-        if slowest < self.first:
+        ahead = max(self.readers.values())
+        if ahead < self.first:
             return self.total - self.dropped
-        return self.total - self._entries[self._offset + slowest - self.first][1]
+        return self.total - self._entries[self._offset + ahead - self.first][1]
 
     async def readers_within(self, window: int) -> None:
-        """Return once every attached reader is at most `window` characters behind."""
+        """Return once the most advanced reader is at most `window` characters behind."""
         while self.lag() > window:
             if self._progress is None or self._progress.done():
                 self._progress = asyncio.get_running_loop().create_future()
@@ -252,7 +261,12 @@ class LogReader:
         log = self.log
         try:
             while True:
-                batch = log.after(self.at)
+                try:
+                    batch = log.after(self.at)
+                except StreamPositionGoneError:  # left behind: its next frames were dropped
+                    yield "", GAP
+                    yield "", ENDED
+                    return
                 if not batch:
                     if log.ended:
                         return

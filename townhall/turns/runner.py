@@ -63,8 +63,9 @@ SERVER_RESTARTING = Failed(
     "server_restarting",
     "The server restarted before the answer finished. Please send your message again.",
 )
+CLIENT_STALLED = Failed("client_stalled", "The connection stopped reading the answer.")
 # Why a cancelled turn stopped (TurnLease.stop_reason), when not a DELETE or a lost lock.
-_STOPPED = {failure.code: failure for failure in (ABANDONED, SERVER_RESTARTING)}
+_STOPPED = {failure.code: failure for failure in (ABANDONED, SERVER_RESTARTING, CLIENT_STALLED)}
 
 
 def describe_failure(error: BaseException) -> Failed:
@@ -75,7 +76,7 @@ def describe_failure(error: BaseException) -> Failed:
             "That answer grew too long to send. Please ask for something shorter.",
         )
     if isinstance(error, ClientStalled):
-        return Failed("client_stalled", "The connection stopped reading the answer.")
+        return CLIENT_STALLED
     if isinstance(error, openai.RateLimitError):
         return Failed(
             "model_rate_limited", "The assistant is very busy right now. Please try again shortly."
