@@ -112,11 +112,39 @@ chat = [
 const sessionId = pm.response.headers.get("X-Session-Id");
 pm.test("a new session id, first in the stream", () => {
     pm.expect(sessionId).to.match(/^[A-Za-z0-9_\\-.:]{16,128}$/);
-    pm.expect(pm.response.text().startsWith(`event: session\\ndata: {"session_id":"${sessionId}"}`)).to.be.true;
+    // Each frame carries its id (<turn>-<n>), the position GET /sessions/{id}/stream resumes from.
+    pm.expect(pm.response.text().startsWith(`id: `)).to.be.true;
+    pm.expect(pm.response.text().split("\\n").slice(0, 3).join("\\n")).to.match(/^id: [0-9]+-0\\nevent: session\\ndata: \\{"session_id":"[^"]+"\\}$/);
+    pm.expect(pm.response.text()).to.include(`data: {"session_id":"${sessionId}"}`);
 });
 pm.collectionVariables.set("session_id", sessionId);
+const ids = pm.response.text().split("\\n").filter(l => l.startsWith("id: "));
+pm.collectionVariables.set("second_frame_id", ids[1].slice(4));
+pm.collectionVariables.set("last_frame_id", ids[ids.length - 1].slice(4));
 """,
         ),
+    ),
+    request(
+        "Resume the stream after its second frame",
+        "GET",
+        "/sessions/{{session_id}}/stream",
+        headers=[{"key": "Last-Event-ID", "value": "{{second_frame_id}}"}],
+        tests=status(
+            200,
+            SSE_ENDS_WELL
+            + """
+pm.test("the frames after the second, from the third on", () => {
+    pm.expect(pm.response.text().startsWith("id: " + pm.collectionVariables.get("second_frame_id").replace(/-1$/, "-2"))).to.be.true;
+});
+""",
+        ),
+    ),
+    request(
+        "Resume after the last frame: nothing more",
+        "GET",
+        "/sessions/{{session_id}}/stream",
+        headers=[{"key": "Last-Event-ID", "value": "{{last_frame_id}}"}],
+        tests=status(204, ""),
     ),
     request(
         "Second message, same session (JSON)",
