@@ -16,31 +16,13 @@ from typing import Any
 import httpx
 import pytest
 from agents import RunResultStreaming
-from httpx_sse import EventSource, ServerSentEvent
 
 from api import create_app
 from tests.support.app import live_server, make_settings, wait_for
 from tests.support.fake_openai import FakeOpenAI
-
-Frame = tuple[str, str, str]  # (id, event, data)
-
-
-def as_frame(sse: ServerSentEvent) -> Frame:
-    return (sse.id, sse.event, sse.data)
-
-
-async def frames_of(response: httpx.Response, limit: int | None = None) -> list[Frame]:
-    """The response's frames (the first `limit` of them, then the connection is dropped)."""
-    frames: list[Frame] = []
-    async for sse in EventSource(response).aiter_sse():
-        frames.append(as_frame(sse))
-        if limit is not None and len(frames) == limit:
-            break
-    return frames
-
-
-def text(frames: list[Frame]) -> str:
-    return "".join(data for _, event, data in frames if event == "message" and data != "[DONE]")
+from tests.support.frames import IdFrame as Frame
+from tests.support.frames import id_frames_text as text
+from tests.support.frames import read_id_frames as frames_of
 
 
 def position(frame_id: str) -> tuple[int, int]:

@@ -19,11 +19,13 @@ from httpx_sse import EventSource
 
 from tests.support.app import live_server
 from tests.support.fake_openai import FakeOpenAI
+from tests.support.frames import IdFrame as Frame
+from tests.support.frames import id_frames_text as text
+from tests.support.frames import read_id_frames as frames_of
 from tests.support.node import node
 from tests.support.processes import clean_env, server_processes
 from tests.support.session_backends import session_settings
 
-Frame = tuple[str, str, str]
 LOCK_SECONDS = 1.5
 
 
@@ -56,15 +58,6 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Any]:
         yield workers, fake
 
 
-async def frames_of(response: httpx.Response, limit: int | None = None) -> list[Frame]:
-    frames: list[Frame] = []
-    async for sse in EventSource(response).aiter_sse():
-        frames.append((sse.id, sse.event, sse.data))
-        if limit is not None and len(frames) == limit:
-            break
-    return frames
-
-
 async def chat(base: str, session_id: str, limit: int | None = None) -> list[Frame]:
     payload = {"message": "a long story about the pothole", "session_id": session_id}
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:
@@ -82,10 +75,6 @@ async def resume(base: str, session_id: str, last: str | None = None) -> tuple[i
                 await response.aread()
                 return response.status_code, [("", "status", response.text)]
             return 200, await frames_of(response)
-
-
-def text(frames: list[Frame]) -> str:
-    return "".join(data for _, event, data in frames if event == "message" and data != "[DONE]")
 
 
 @pytest.mark.parametrize("api", ["responses", "chat_completions"])

@@ -56,3 +56,22 @@ _ID_LINE = re.compile(r"^id: [^\n]*\n", re.MULTILINE)
 def without_ids(text: str) -> str:
     """An SSE body without its `id:` lines, for tests that read /chat's blocks as text."""
     return _ID_LINE.sub("", text)
+
+
+IdFrame = tuple[str, str, str]  # (id, event, data): a frame with the id a client resumes from
+
+
+async def read_id_frames(response: httpx.Response, limit: int | None = None) -> list[IdFrame]:
+    """The response's frames with their ids (the first `limit`, then the reading stops: the
+    caller's connection is then dropped, as a client on a train drops it)."""
+    frames: list[IdFrame] = []
+    async for sse in EventSource(response).aiter_sse():
+        frames.append((sse.id, sse.event, sse.data))
+        if limit is not None and len(frames) == limit:
+            break
+    return frames
+
+
+def id_frames_text(frames: Sequence[IdFrame]) -> str:
+    """The reply text of (id, event, data) frames."""
+    return "".join(data for _, event, data in frames if event == "message" and data != "[DONE]")

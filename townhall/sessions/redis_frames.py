@@ -58,6 +58,7 @@ end
 return #KEYS
 """
 
+ENDED_TEXT = encode_entry(ENDED)
 MAX_FRAMES_PER_ENTRY = 500  # a script call's arguments stay well inside Lua's stack
 FLUSH_TIMEOUT_SECONDS = 5.0
 READ_BLOCK_MS = 2_000  # a remote reader checks that the turn still runs this often
@@ -274,7 +275,7 @@ class RemoteReader:
                 for name, text in fields.items():
                     index = int(name)
                     if index <= self.at:
-                        if text == "e" or (
+                        if text == ENDED_TEXT or (
                             index + 1 <= self.at
                             and isinstance(decode_entry(text), Finished | Failed)
                         ):

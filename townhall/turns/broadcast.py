@@ -83,30 +83,17 @@ class FrameLogs(Protocol):
     async def close(self) -> None: ...
 
 
-class LocalReader:
-    """A LogReader as a Reader."""
-
-    def __init__(self, log: TurnLog, after: int) -> None:
-        self._reader = LogReader(log, after)
-
-    def entries(self) -> AsyncGenerator[tuple[str, Entry], None]:
-        return self._reader.entries()
-
-    async def close(self) -> None:
-        self._reader.close()
-
-
-def local_reader(log: TurnLog, after: Position | None, *, running: bool) -> LocalReader | None:
+def local_reader(log: TurnLog, after: Position | None, *, running: bool) -> LogReader | None:
     """A reader of a log kept here (see FrameLogs.reader)."""
     if running:
-        return None if log.ended else LocalReader(log, -1)
+        return None if log.ended else LogReader(log, -1)
     if after is None:
-        return LocalReader(log, -1)
+        return LogReader(log, -1)
     if after.turn != log.turn or after.index >= log.next:
         raise StreamPositionGoneError(str(after))
     if log.ended and after.index >= log.next - 1:
         return None
-    return LocalReader(log, after.index)
+    return LogReader(log, after.index)
 
 
 class MemoryFrameLogs:
@@ -128,9 +115,6 @@ class MemoryFrameLogs:
         return log
 
     async def ended(self, log: TurnLog) -> None:
-        self.keep(log)
-
-    def keep(self, log: TurnLog) -> None:
         if self.logs.get(log.key) is not log:
             return
         self._cancel_expiry(log.key)
@@ -223,7 +207,7 @@ class Broadcaster:
         if not self.enabled:
             return DirectReader(turn)
         log = self.logs.open(turn.lease.session_id)
-        reader = LocalReader(log, -1)
+        reader = LogReader(log, -1)
         log.on_unwatched = lambda log: self._unwatched(turn, log)
         driver = asyncio.create_task(self._drive(turn, log))
         self._drivers.add(driver)

@@ -279,9 +279,12 @@ class LogReader:
                     if isinstance(entry, Ended):
                         return
         finally:
-            self.close()
+            self.detach()
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        self.detach()
+
+    def detach(self) -> None:
         if not self._closed:
             self._closed = True
             self.log.detach(self._reader)
