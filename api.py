@@ -46,6 +46,7 @@ from townhall.protocols.chatkit.routes import chatkit_router
 from townhall.records.store import RecordStore
 from townhall.sessions.registry import Clock
 from townhall.settings import Settings, SettingsError
+from townhall.turns.agent_graph import install_fast_identity_map
 from townhall.turns.model_choice import ModelChoice
 from townhall.turns.runner import quiet_model_attempts
 
@@ -65,6 +66,7 @@ def create_app(
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level)
     quiet_model_attempts()
+    install_fast_identity_map()
     choice = ModelChoice(model, "custom", type(model).__name__) if model else choose_model(settings)
     mcp = MCPLinks.from_settings(settings)
     roster = build_agents(choice.model, model_settings(settings), tools, mcp)

@@ -40,6 +40,7 @@ class Variant:
     env: dict[str, str] = field(default_factory=dict)
     sessions: bool = False  # send a session id per request (our /chat keeps conversations)
     upstream: bool = False  # no server: the client reads the fake upstream itself (the floor)
+    checkout: Path = ROOT  # where the server runs from (another checkout: an A/B of two builds)
 
 
 @dataclass
@@ -73,10 +74,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+def spawn(args: list[str], env: dict[str, str], cwd: Path = ROOT) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         args,
-        cwd=ROOT,
+        cwd=cwd,
         env={**os.environ, **env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -126,6 +127,7 @@ async def start_server(variant: Variant, upstream: str) -> tuple[Server, float]:
             "warning",
         ],
         env,
+        variant.checkout,
     )
     cold = await wait_healthy(port)
     return Server(process, port), cold

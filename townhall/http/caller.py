@@ -8,8 +8,10 @@ from fastapi import Request
 from townhall.http.auth import OPEN, Principal
 
 
-def principal(request: Request) -> Principal:
-    """The caller AuthMiddleware identified (everything allowed when no keys are set)."""
+async def principal(request: Request) -> Principal:
+    """The caller AuthMiddleware identified (everything allowed when no keys are set). Async,
+    like every dependency here: FastAPI runs a plain `def` dependency in its thread pool, a
+    thread hop per request for a dictionary lookup."""
     found: Principal = request.scope.get("state", {}).get("principal", OPEN)
     return found
 

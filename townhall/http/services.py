@@ -160,7 +160,7 @@ def _chatkit_database(settings: Settings) -> SQLiteFile | PostgresDatabase:
     )
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:  # async: no thread hop (caller.py)
     services: Services = request.app.state.services
     return services
 

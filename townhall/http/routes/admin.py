@@ -40,7 +40,7 @@ def router() -> APIRouter:
     return routes
 
 
-def require_admin(caller: CallerDep) -> None:
+async def require_admin(caller: CallerDep) -> None:
     # The admin key itself: a server without keys has no admin (dead letters hold personal data).
     if not caller.admin_key:
         raise AdminOnlyError()
