@@ -103,3 +103,21 @@ async def test_events_before_a_malformed_one_in_the_same_read_still_arrive() -> 
             seen.append(event)
     assert [e.type for e in seen][-1] == "response.output_text.delta"
     assert "".join(e.delta for e in seen if e.type == "response.output_text.delta") == "a b"
+
+
+async def test_text_deltas_decode_alike_whichever_way_their_json_is_spaced() -> None:
+    # Compact JSON with `type` first takes the one-step path; anything else the general one.
+    compact = b'{"type":"response.output_text.delta","delta":"a","logprobs":[],"item_id":"m",'
+    compact += b'"output_index":0,"content_index":0,"sequence_number":3}'
+    spaced = json.dumps(json.loads(compact)).encode()
+    assert spaced != compact
+    decoded = [await decode(b"data: " + data + b"\n\n") for data in (compact, spaced)]
+    assert decoded[0] == decoded[1] == [FULL.validate_json(compact)]
+
+
+async def test_a_text_delta_that_is_broken_is_refused_as_before() -> None:
+    start = b'data: {"type":"response.output_text.delta"'
+    with pytest.raises(StreamDecodeError):  # not JSON: the stream's own error
+        await decode(start + b', "delta": \n\n')
+    with pytest.raises(ValueError):  # JSON of the wrong shape: the validation error
+        await decode(start + b',"delta":5,"item_id":"m"}\n\n')
